@@ -107,6 +107,7 @@ lint_steps() {
   run_step inventories check_inventories
   run_step readme-variables python scripts/role-docs.py --check
   run_step syntax-check syntax_check_playbooks
+  run_step playbook-input-tests pytest -q tests
   if [ -f app/Makefile ]; then
     run_step app-tests app_tests
   fi

@@ -83,3 +83,8 @@ def test_https_to_pypi_works_through_the_trusted_cas(host):
         "print(urllib.request.urlopen('https://pypi.org/simple/pip/', timeout=30).status)\""
     )
     assert fetch.rc == 0 and fetch.stdout.strip() == "200", fetch.stderr
+
+
+def test_no_unit_failed(host):
+    failed = host.check_output("systemctl list-units --failed --plain --no-legend")
+    assert failed == "", failed
