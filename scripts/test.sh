@@ -98,6 +98,23 @@ app_tests() {
   return $rc
 }
 
+# A Molecule scenario, then proof that its check step (the converge playbook
+# in --check mode on the converged host) would change nothing anywhere.
+molecule_test() {
+  local scenario="$1" log="$2" recap
+  molecule test -s "$scenario" || return 1
+  recap=$(sed 's/\x1b\[[0-9;]*m//g' "$log" \
+    | sed -n "/$scenario [>➜] check[]:] Executing/,/$scenario [>➜] check[]:] Executed/p" \
+    | grep -E ' changed=[0-9]+' | grep -v '^localhost ')
+  if [ -z "$recap" ]; then
+    echo "harness: no check-mode recap found for $scenario"; return 1
+  fi
+  if grep -qvE ' changed=0 ' <<<"$recap"; then
+    echo "harness: check mode would change the converged hosts:"; echo "$recap"; return 1
+  fi
+  echo "harness: check mode reports no change on the converged hosts"
+}
+
 lint_steps() {
   run_step yamllint yamllint --strict .
   run_step ansible-lint ansible-lint --profile production --offline
@@ -138,7 +155,7 @@ molecule_steps() {
         continue
       fi
       KEEL_DISTRO="$distro" KEEL_IMAGE="${KEEL_IMAGE:-keel-host:$distro}" \
-        run_step "molecule-$scenario-$distro" molecule test -s "$scenario"
+        run_step "molecule-$scenario-$distro" molecule_test "$scenario" "$log_dir/molecule-$scenario-$distro.log"
     done
   done
 }
