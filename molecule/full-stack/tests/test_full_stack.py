@@ -12,7 +12,7 @@ APP = "keelapp"
 DOMAIN = "keelapp.test"
 SERVICES = [
     "nginx",
-    "postgresql@17-main",
+    "postgresql@{version}-main",
     "redis-server",
     "ssh",
     "fail2ban",
@@ -29,9 +29,14 @@ def get(host, path, host_header=DOMAIN, extra=""):
     return host.run(f"curl -s -i --max-time 10 -H 'Host: {host_header}' {extra} http://127.0.0.1{path}")
 
 
+def postgresql_version(host):
+    """Debian's cluster version on this host: 15 on Debian 12, 17 on Debian 13."""
+    return host.check_output("ls /etc/postgresql")
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_service_is_enabled_and_running(host, name):
-    service = host.service(name)
+    service = host.service(name.format(version=postgresql_version(host)))
     assert service.is_enabled, name
     assert service.is_running, name
 

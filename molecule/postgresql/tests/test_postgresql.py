@@ -10,8 +10,13 @@ def psql_as_app(host, password, query="SELECT current_user"):
     )
 
 
+def postgresql_version(host):
+    """Debian's cluster version on this host: 15 on Debian 12, 17 on Debian 13."""
+    return host.check_output("ls /etc/postgresql")
+
+
 def test_postgresql_runs_and_starts_at_boot(host):
-    service = host.service("postgresql@17-main")
+    service = host.service(f"postgresql@{postgresql_version(host)}-main")
     assert service.is_running and service.is_enabled
 
 
@@ -56,5 +61,5 @@ def test_memory_settings_follow_the_host_ram(host):
 
 
 def test_no_trust_authentication(host):
-    hba = host.file("/etc/postgresql/17/main/pg_hba.conf").content_string
+    hba = host.file(f"/etc/postgresql/{postgresql_version(host)}/main/pg_hba.conf").content_string
     assert " trust" not in hba
