@@ -1,0 +1,228 @@
+"""Django steps of a Keel deploy, run inside one release with its own virtualenv.
+
+The deploy role copies this file to the host and runs it as the app user with
+the release's Python, from the folder of manage.py:
+
+    python keel-release.py --env-file ENV build --state-file F
+    python keel-release.py --env-file ENV migrate
+    python keel-release.py --env-file ENV probe --host H --release ID
+    python keel-release.py --env-file ENV unapply --state-file F
+
+Each subcommand boots Django once, so a deploy pays for few interpreter
+start-ups. It reads the app's environment file itself (systemd's
+KEY="value" format), so no shell ever expands a secret. Failures exit
+non-zero with one line on stderr that says what failed.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+RELEASE_ID = re.compile(r"[0-9]{14}-[0-9a-f]+")
+ENV_LINE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)=(?:"((?:[^"\\]|\\.)*)"|(.*))\s*$')
+
+
+class DeployStepError(Exception):
+    """A step failed; the message is what the user reads."""
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY="value" lines with \\ and \" escapes, as Keel's app role writes them."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = ENV_LINE.match(line)
+        if match is None:
+            raise DeployStepError(f"{path}: cannot read the line starting {line[:20]!r}")
+        key, quoted, bare = match.groups()
+        values[key] = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare.strip()
+    return values
+
+
+def boot_django(env_file: Path) -> None:
+    os.environ.update(read_env_file(env_file))
+    sys.path.insert(0, str(Path.cwd()))
+    import django
+
+    try:
+        django.setup()
+    except Exception as error:  # any import or settings error stops the deploy here
+        raise DeployStepError(f"the release's code does not start: {type(error).__name__}: {error}") from error
+
+
+def code_leaves() -> dict[str, str]:
+    """The last migration of each app in this release's code: its schema state."""
+    from django.db.migrations.loader import MigrationLoader
+
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    return dict(sorted(loader.graph.leaf_nodes()))
+
+
+def pending_migrations() -> list[str]:
+    from django.db import DEFAULT_DB_ALIAS, connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return [f"{migration.app_label}.{migration.name}" for migration, backwards in plan if not backwards]
+
+
+def build(args) -> dict:
+    """check --deploy, collectstatic, and the release's migration state."""
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    try:
+        call_command("check", deploy=True, fail_level="WARNING", stdout=sys.stderr)
+    except SystemCheckError as error:
+        raise DeployStepError(f"manage.py check --deploy failed:\n{error}") from error
+    call_command("collectstatic", interactive=False, verbosity=0, stdout=sys.stderr)
+    carried = carry_static_files(Path(args.carry_static_from)) if args.carry_static_from else 0
+    state = {"migrations": code_leaves()}
+    Path(args.state_file).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    return {"pending": pending_migrations(), "static_files_carried": carried, **state}
+
+
+def carry_static_files(live_code: Path) -> int:
+    """Hard-link the live release's static files that this one lacks.
+
+    Pages the live release served name its hashed files; they must still load
+    after the switch, so the new release keeps them until the next deploy.
+    """
+    from django.conf import settings
+
+    new_root = Path(settings.STATIC_ROOT).resolve()
+    try:
+        relative = new_root.relative_to(Path.cwd().resolve())
+    except ValueError:  # STATIC_ROOT outside the release: shared by releases already
+        return 0
+    live_root = live_code.resolve() / relative
+    if not live_root.is_dir() or live_root == new_root:
+        return 0
+    carried = 0
+    for source in live_root.rglob("*"):
+        target = new_root / source.relative_to(live_root)
+        if source.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(source, target)
+            carried += 1
+    return carried
+
+
+def migrate(args) -> dict:
+    from django.core.management import call_command
+
+    pending = pending_migrations()
+    try:
+        call_command("migrate", interactive=False, verbosity=1, stdout=sys.stderr)
+    except Exception as error:  # the migration's own error, whatever its type
+        raise DeployStepError(f"migrate failed: {type(error).__name__}: {error}") from error
+    return {"applied": pending}
+
+
+def probe(args) -> dict:
+    """/readyz and /version of this release's code, in-process, before it serves anyone."""
+    from django.test import Client
+
+    client = Client(HTTP_HOST=args.host)
+    answers = {}
+    for path in (args.readyz, args.version):
+        response = client.get(path, secure=True)
+        if response.status_code != 200:
+            raise DeployStepError(f"{path} answered {response.status_code}: {response.content.decode()[:500]}")
+        answers[path] = response.json()
+    served = answers[args.version].get("release")
+    if served != args.release:
+        raise DeployStepError(f"/version reports release {served!r}, not {args.release!r}")
+    return answers
+
+
+def unapply(args) -> dict:
+    """Migrate every app back to the state recorded for an older release."""
+    from django.core.management import call_command
+
+    target = json.loads(Path(args.state_file).read_text())["migrations"]
+    steps = []
+    for app_label, leaf in code_leaves().items():
+        wanted = target.get(app_label, "zero")
+        if wanted != leaf:
+            steps.append((app_label, wanted))
+    for app_label, wanted in steps:
+        try:
+            call_command("migrate", app_label, wanted, interactive=False, verbosity=1, stdout=sys.stderr)
+        except Exception as error:
+            failure = f"unapplying {app_label} to {wanted} failed: {type(error).__name__}: {error}"
+            raise DeployStepError(failure) from error
+    return {"unapplied_to": dict(steps)}
+
+
+def prune(args) -> dict:
+    """Remove all but the newest --keep releases (never the live one or the
+    one before it), then the virtualenvs that no remaining release uses."""
+    root = Path(args.root)
+    releases = sorted(p.name for p in (root / "releases").iterdir() if p.is_dir() and RELEASE_ID.fullmatch(p.name))
+    live = os.readlink(root / "current").rsplit("/", 1)[-1] if (root / "current").is_symlink() else ""
+    older = [release for release in releases if release < live]
+    protected = {live, older[-1] if older else ""}
+    removed = [r for r in releases[: max(len(releases) - args.keep, 0)] if r not in protected]
+    for release in removed:
+        shutil.rmtree(root / "releases" / release)
+    for leftover in (root / "releases").glob(".*.tar.gz"):
+        leftover.unlink()
+    used = {os.readlink(link).rsplit("/", 1)[-1] for link in (root / "releases").glob("*/.venv") if link.is_symlink()}
+    unused = [venv.name for venv in (root / "venvs").glob("*") if venv.is_dir() and venv.name not in used]
+    for name in unused:
+        shutil.rmtree(root / "venvs" / name)
+    for name in removed:
+        print(f"removed release {name}")
+    for name in unused:
+        print(f"removed virtualenv {name}")
+    return {}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env-file", type=Path, help="the app's environment file (every step but prune)")
+    steps = parser.add_subparsers(dest="step", required=True)
+    build_step = steps.add_parser("build")
+    build_step.add_argument("--state-file", required=True)
+    build_step.add_argument("--carry-static-from", help="the live release's folder of manage.py")
+    steps.add_parser("migrate")
+    probe_step = steps.add_parser("probe")
+    probe_step.add_argument("--host", required=True)
+    probe_step.add_argument("--release", required=True)
+    probe_step.add_argument("--readyz", default="/readyz")
+    probe_step.add_argument("--version", default="/version")
+    unapply_step = steps.add_parser("unapply")
+    unapply_step.add_argument("--state-file", required=True)
+    prune_step = steps.add_parser("prune")
+    prune_step.add_argument("--root", required=True)
+    prune_step.add_argument("--keep", required=True, type=int)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.step == "prune":
+        prune(args)
+        return 0
+    step = {"build": build, "migrate": migrate, "probe": probe, "unapply": unapply}[args.step]
+    try:
+        if args.env_file is None:
+            raise DeployStepError("--env-file is required")
+        boot_django(args.env_file)
+        result = step(args)
+    except DeployStepError as error:
+        print(f"keel-release {args.step}: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
