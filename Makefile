@@ -59,6 +59,22 @@ vault: setup ## Create inventories/$(ENV)'s encrypted vault with random secrets
 provision: setup ## ansible-playbook provision.yml -i inventories/$(ENV)
 	ansible-playbook provision.yml -i inventories/$(ENV)
 
+.PHONY: deploy
+deploy: setup ## Deploy: make deploy ENV=prod [VERSION=<branch, tag or commit>]
+	ansible-playbook deploy.yml -i inventories/$(ENV) $(if $(VERSION),-e app_version=$(VERSION))
+
+.PHONY: rollback
+rollback: setup ## Roll back to the previous release: make rollback ENV=prod [RELEASE=<id>]
+	ansible-playbook rollback.yml -i inventories/$(ENV) $(if $(RELEASE),-e release=$(RELEASE))
+
+.PHONY: demo
+demo: setup ## Provision a local container as the VPS, deploy app/ to it, print the URL
+	scripts/demo.sh
+
+.PHONY: bench
+bench: setup ## Measure provision, deploy, rollback and memory; write docs/benchmarks.md
+	$(VENV)/bin/python scripts/bench.py
+
 .PHONY: clean
 clean: ## Remove leftover test containers and the harness logs
 	-docker ps -aq --filter label=owner=molecule | xargs -r docker rm -f

@@ -7,6 +7,7 @@
 #   scripts/test.sh                  everything
 #   scripts/test.sh lint             the static checks only
 #   scripts/test.sh molecule [NAME]  Molecule scenarios only (all, or NAME...)
+#   scripts/test.sh demo             `make demo` in a container made for it
 #
 # Environment:
 #   KEEL_MATRIX=all     run every scenario on every distro (make test-matrix);
@@ -115,6 +116,17 @@ molecule_test() {
   echo "harness: check mode reports no change on the converged hosts"
 }
 
+# `make demo` as a newcomer runs it: a container as the VPS, provisioned and
+# deployed with inventories/local. A demo host that was already there (yours)
+# is kept; one made here is removed.
+demo_test() {
+  local made=0 rc=0
+  docker inspect keel-demo >/dev/null 2>&1 || made=1
+  KEEL_DEMO_PORT="${KEEL_DEMO_PORT:-18080}" scripts/demo.sh || rc=$?
+  if [ $made = 1 ]; then docker rm -f keel-demo >/dev/null; fi
+  return $rc
+}
+
 lint_steps() {
   run_step yamllint yamllint --strict .
   run_step ansible-lint ansible-lint --profile production --offline
@@ -161,10 +173,11 @@ molecule_steps() {
 }
 
 case "$what" in
-  all) lint_steps; molecule_steps ;;
+  all) lint_steps; molecule_steps; [ ${#only_scenarios[@]} -gt 0 ] || run_step demo demo_test ;;
   lint) lint_steps ;;
   molecule) molecule_steps ;;
-  *) echo "usage: scripts/test.sh [all|lint|molecule [SCENARIO...]]" >&2; exit 2 ;;
+  demo) run_step demo demo_test ;;
+  *) echo "usage: scripts/test.sh [all|lint|molecule [SCENARIO...]|demo]" >&2; exit 2 ;;
 esac
 
 echo

@@ -56,7 +56,8 @@ def test_app_answers_ready_through_nginx(host):
     response = get(host, "/readyz")
     assert response.stdout.startswith("HTTP/1.1 200"), response.stdout
     body = json.loads(response.stdout.split("\r\n\r\n", 1)[1])
-    assert body["status"] == "ready" and body["release"] == "test-1"
+    live = json.loads(host.file(f"/srv/{APP}/current/release.json").content_string)
+    assert body["status"] == "ready" and body["release"] == live["release"]
     assert host.service(f"{APP}-gunicorn").is_running
 
 

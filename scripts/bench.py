@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""`make bench`: measure Keel on local Debian containers; write docs/benchmarks.md.
+
+Two identical containers play VPSes: keel-bench (Keel's deploys) and
+keel-naive (the tutorials' deploy, for comparison). Every measurement is the
+median of several runs (KEEL_BENCH_RUNS, default 3; provisioning from a bare
+image: KEEL_BENCH_PROVISION_RUNS, default 1). Load goes through nginx to the
+container under test only, at a fixed rate, bounded in count and time.
+
+Both containers fetch the code from a git repository inside themselves, made
+from app/ of this checkout, so that both deploys pull the same commits.
+"""
+
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+from loadgen import LoadGenerator  # noqa: E402
+
+RUNS = int(os.environ.get("KEEL_BENCH_RUNS", "3"))
+PROVISION_RUNS = int(os.environ.get("KEEL_BENCH_PROVISION_RUNS", "1"))
+LOAD_RATE = 100  # requests per second during a measured deploy
+MIN_REQUESTS = 1000
+DOMAIN = "keelapp.localhost"
+APP = "keelapp"
+WORK, BARE = "/root/bench-work", "/var/lib/keel-bench/app.git"
+CACHE = REPO / ".cache" / "bench"
+REPORT = REPO / "docs" / "benchmarks.md"
+BENCH_VARS = [f"app_repo={BARE}", "deploy_source=git"]
+
+NAIVE_SCRIPT = f"""
+set -e
+cd /srv/{APP}/naive
+runuser -u {APP} -- git pull --quiet
+runuser -u {APP} -- .venv/bin/pip install --quiet -r app/requirements.txt
+set -a; . /srv/{APP}/shared/env; set +a
+runuser -u {APP} --preserve-environment -- .venv/bin/python app/manage.py migrate --noinput
+runuser -u {APP} --preserve-environment -- .venv/bin/python app/manage.py collectstatic --noinput
+systemctl restart naive-gunicorn {APP}-celery-worker {APP}-celery-beat
+"""
+
+# The tutorials' gunicorn: it binds its socket itself, so a restart closes it.
+NAIVE_UNIT = f"""[Unit]
+Description=gunicorn, as the tutorials set it up
+After=network.target
+
+[Service]
+User={APP}
+Group=www-data
+WorkingDirectory=/srv/{APP}/naive/app
+EnvironmentFile=/srv/{APP}/shared/env
+RuntimeDirectory={APP}
+RuntimeDirectoryPreserve=yes
+ExecStart=/srv/{APP}/naive/.venv/bin/gunicorn --workers 3 --umask 007 \\
+  --bind unix:/run/{APP}/gunicorn.sock keelapp.wsgi:application
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def say(message):
+    print(f"bench: {message}", flush=True)
+
+
+def run(command, check=True, **kwargs):
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, **kwargs)
+    if check and result.returncode != 0:
+        sys.exit(f"bench: {' '.join(map(str, command))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def on(host, script, check=True):
+    return run(["docker", "exec", host, "bash", "-c", script], check=check).stdout.strip()
+
+
+def inventory(host):
+    """A one-host inventory with the local environment's settings and vault."""
+    folder = CACHE / f"inventory-{host}"
+    (folder / "group_vars").mkdir(parents=True, exist_ok=True)
+    link = folder / "group_vars" / "local"
+    if not link.exists():
+        link.symlink_to(REPO / "inventories" / "local" / "group_vars" / "local")
+    groups = {name: {"hosts": {host: None}} for name in ("web", "worker", "beat", "db", "cache")}
+    hosts = {"local": {"vars": {"ansible_connection": "community.docker.docker"}, "children": groups}}
+    (folder / "hosts.yml").write_text(json.dumps(hosts, indent=2))
+    return folder
+
+
+def playbook(host, name, *extra_vars, check=True):
+    """Run a playbook on one container: (seconds, changed count, result)."""
+    command = ["ansible-playbook", "-i", str(inventory(host)), name]
+    for assignment in extra_vars:
+        command += ["-e", assignment]
+    started = time.monotonic()
+    result = run(command, check=check)
+    seconds = time.monotonic() - started
+    changed = sum(int(n) for n in re.findall(r"\bchanged=(\d+)", result.stdout.split("PLAY RECAP")[-1]))
+    return seconds, changed, result
+
+
+def container(host, fresh=False):
+    if fresh:
+        run(["docker", "rm", "-f", host], check=False)
+    return run(["scripts/host-container.sh", host]).stdout.strip().splitlines()[-1]
+
+
+def give_repository(host):
+    """The app's repository inside the host: a work tree and a bare clone."""
+    archive = CACHE / "app.tar.gz"
+    run(["tar", "-czf", str(archive), "--exclude=__pycache__", "--exclude=staticfiles", "--exclude=.coverage", "app"])
+    run(["docker", "cp", str(archive), f"{host}:/root/app.tar.gz"])
+    on(
+        host,
+        f"set -e; git config --system safe.directory '*'; rm -rf {WORK} {BARE}; mkdir -p {WORK} $(dirname {BARE})\n"
+        f"cd {WORK}; tar -xzf /root/app.tar.gz; git init -q -b main; git add app\n"
+        "git -c user.name=bench -c user.email=bench@keel commit -qm 'First version'\n"
+        f"git clone -q --bare {WORK} {BARE}; git remote add origin {BARE}; chmod -R a+rX {BARE}",
+    )
+
+
+def commit(host, message, script):
+    on(
+        host,
+        f"set -e; cd {WORK}; {script}; git add -A\n"
+        f"git -c user.name=bench -c user.email=bench@keel commit -qm '{message}'; git push -q origin main",
+    )
+
+
+def code_change(host, number):
+    commit(host, f"Change {number}", f"echo '<!-- change {number} -->' >> app/guestbook/templates/guestbook/home.html")
+
+
+def requirements_change(host, number):
+    """A new requirements set each time: idna at one of several versions."""
+    version = ["3.10", "3.9", "3.8", "3.7", "3.6"][number % 5]
+    commit(
+        host,
+        f"Requirements {number}",
+        f"sed -i '/^idna==/d' app/requirements.txt; echo 'idna=={version}' >> app/requirements.txt",
+    )
+
+
+def static_path(host):
+    return "/static/" + on(host, f"cd /srv/{APP}/current/app/staticfiles && ls guestbook/style.*.css | head -n 1")
+
+
+def under_load(address, paths, action):
+    """Run action() while requests go to address; (its result, the load result)."""
+    load = LoadGenerator(address, DOMAIN, paths, threads=4, max_requests=20_000, max_seconds=900, rate=LOAD_RATE)
+    load.start()
+    outcome = action()
+    return outcome, load.stop(min_requests=MIN_REQUESTS)
+
+
+def idle_memory(host):
+    """Summed RSS (MB) of the stack's processes, by service, once the host is idle."""
+    time.sleep(15)
+    samples = []
+    for _ in range(3):
+        table = on(host, "ps -eo rss=,comm=,args=")
+        by_service = {}
+        for line in table.splitlines():
+            rss, comm, args = line.split(None, 2) if len(line.split(None, 2)) == 3 else (*line.split(None, 1), "")
+            service = next(
+                (name for name, match in SERVICES.items() if match(comm, args)),
+                None,
+            )
+            if service:
+                by_service[service] = by_service.get(service, 0) + int(rss) / 1024
+        samples.append(by_service)
+        time.sleep(2)
+    return {name: statistics.median(s.get(name, 0) for s in samples) for name in SERVICES}
+
+
+SERVICES = {
+    "PostgreSQL": lambda comm, args: comm.startswith("postgres"),
+    "Redis": lambda comm, args: comm.startswith("redis-server"),
+    "nginx": lambda comm, args: comm == "nginx",
+    "gunicorn": lambda comm, args: "gunicorn" in args and "celery" not in args,
+    "Celery": lambda comm, args: "celery" in args,
+}
+
+
+class Report:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, what, values, unit, target="", met=None, note=""):
+        median = statistics.median(values) if values else float("nan")
+        runs = ", ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in values)
+        verdict = "" if met is None else ("met" if met(median) else "**missed**")
+        shown = f"{median:.1f} {unit}" if isinstance(median, float) else f"{median} {unit}"
+        self.rows.append((what, shown, runs, target, verdict, note))
+        say(f"{what}: median {shown} (runs: {runs}) {target} {verdict}")
+        return median
+
+
+def main():
+    CACHE.mkdir(parents=True, exist_ok=True)
+    report = Report()
+    loads = {}
+
+    say(f"provisioning keel-bench from a bare Debian 13 image ({PROVISION_RUNS} run(s))")
+    provision_times = []
+    for _ in range(PROVISION_RUNS):
+        container("keel-bench", fresh=True)
+        seconds, _, _ = playbook("keel-bench", "provision.yml")
+        provision_times.append(seconds)
+    report.add("Provision from a bare image", provision_times, "s")
+
+    noop_times, noop_changed = [], []
+    for _ in range(RUNS):
+        seconds, changed, _ = playbook("keel-bench", "provision.yml")
+        noop_times.append(seconds)
+        noop_changed.append(changed)
+    report.add("No-op re-provision", noop_times, "s")
+    report.add("No-op re-provision: tasks changed", noop_changed, "", "0", lambda m: m == 0)
+
+    address = container("keel-bench")
+    give_repository("keel-bench")
+    seconds, _, _ = playbook("keel-bench", "deploy.yml", *BENCH_VARS)
+    report.add("First deploy (virtualenv built from scratch)", [seconds], "s")
+    paths = ["/version", "/healthz", "/readyz", static_path("keel-bench")]
+
+    times = []
+    for number in range(RUNS):
+        code_change("keel-bench", f"idle-{number}")
+        times.append(playbook("keel-bench", "deploy.yml", *BENCH_VARS)[0])
+    report.add("Code-only deploy, idle host", times, "s", "≤ 15 s", lambda m: m <= 15)
+
+    for phase, change in (("code-only deploy", code_change), ("deploy with changed requirements", requirements_change)):
+        times, failed, sent = [], [], []
+        for number in range(RUNS):
+            change("keel-bench", f"{phase[:4]}-{number}" if change is code_change else number)
+            seconds, load = under_load(address, paths, lambda: playbook("keel-bench", "deploy.yml", *BENCH_VARS)[0])
+            times.append(seconds)
+            failed.append(load.failed)
+            sent.append(load.sent)
+        loads[phase] = (times, failed, sent)
+        report.add(f"Keel {phase}, under load", times, "s")
+        report.add(f"Keel {phase}: failed requests", failed, "", "0", lambda m: m == 0, f"of {sum(sent)} sent")
+
+    times, failed, sent = [], [], []
+    for _ in range(RUNS):
+        seconds, load = under_load(address, paths, lambda: playbook("keel-bench", "rollback.yml")[0])
+        times.append(seconds)
+        failed.append(load.failed)
+        sent.append(load.sent)
+    report.add("Rollback, under load", times, "s", "≤ 5 s", lambda m: m <= 5)
+    report.add("Rollback: failed requests", failed, "", "0", lambda m: m == 0, f"of {sum(sent)} sent")
+
+    memory = idle_memory("keel-bench")
+    total = report.add(
+        "Idle memory of the whole stack (RSS)", [sum(memory.values())], "MB", "≤ 700 MB", lambda m: m <= 700
+    )
+    memory_note = ", ".join(f"{name} {mb:.0f} MB" for name, mb in memory.items())
+
+    say("setting up keel-naive: provision, a first Keel deploy, then the tutorials' layout")
+    naive_address = container("keel-naive")
+    playbook("keel-naive", "provision.yml")
+    give_repository("keel-naive")
+    playbook("keel-naive", "deploy.yml", *BENCH_VARS)
+    on(
+        "keel-naive",
+        f"set -e; cd /srv/{APP}; rm -rf naive; runuser -u {APP} -- git clone -q {BARE} naive\n"
+        f"runuser -u {APP} -- python3 -m venv naive/.venv\n"
+        f"runuser -u {APP} -- naive/.venv/bin/pip install -q -r naive/app/requirements.txt\n"
+        f'echo \'{{"release": "naive", "sha": "naive"}}\' > naive/release.json\n'
+        f"set -a; . shared/env; set +a\n"
+        f"runuser -u {APP} --preserve-environment -- naive/.venv/bin/python naive/app/manage.py"
+        " collectstatic -v0 --noinput\n"
+        f"ln -sfn naive current\n"
+        f"systemctl disable --now {APP}-gunicorn.socket {APP}-gunicorn.service\n"
+        f"cat > /etc/systemd/system/naive-gunicorn.service <<'UNIT'\n{NAIVE_UNIT}UNIT\n"
+        f"systemctl daemon-reload; systemctl enable --now naive-gunicorn; sleep 2\n"
+        f"systemctl restart {APP}-celery-worker {APP}-celery-beat",
+    )
+    naive_paths = ["/version", "/healthz", "/readyz", static_path("keel-naive")]
+    times, failed, sent, kinds = [], [], [], {}
+    for number in range(RUNS):
+        code_change("keel-naive", f"naive-{number}")
+
+        def naive_deploy():
+            started = time.monotonic()
+            on("keel-naive", NAIVE_SCRIPT)
+            return time.monotonic() - started
+
+        seconds, load = under_load(naive_address, naive_paths, naive_deploy)
+        times.append(seconds)
+        failed.append(load.failed)
+        sent.append(load.sent)
+        for kind, count in load.failures.items():
+            kinds[kind] = kinds.get(kind, 0) + count
+    report.add("Naive code-only deploy (tutorials' script), under load", times, "s")
+    keel_code_median = statistics.median(loads["code-only deploy"][0])
+    report.add(
+        "Naive deploy: failed requests",
+        failed,
+        "",
+        "",
+        None,
+        f"of {sum(sent)} sent: " + (", ".join(f"{k}: {v}" for k, v in kinds.items()) or "none"),
+    )
+    write_report(report, memory_note, total, keel_code_median, statistics.median(times))
+
+
+def write_report(report, memory_note, total, keel_code, naive_code):
+    commit = run(["git", "rev-parse", "--short", "HEAD"]).stdout.strip()
+    cores = os.cpu_count()
+    memory = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) // 1024
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `make bench` (scripts/bench.py) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+        f"commit {commit}, on a {cores}-core, {memory // 1024} GiB {platform.machine()} machine (noisy: medians).",
+        f"Hosts: Debian 13 containers with systemd, provisioned with defaults. Load: {LOAD_RATE} requests/s through "
+        "nginx (/version, /healthz, /readyz and a static file), one connection per request, during each measured "
+        f"deploy or rollback and until at least {MIN_REQUESTS} requests; a failure is any non-2xx answer or "
+        f"connection error. {RUNS} runs per row unless the runs column shows fewer.",
+        "",
+        "| What | Median | Runs | Target | |",
+        "|---|---|---|---|---|",
+    ]
+    for what, median, runs, target, verdict, note in report.rows:
+        lines.append(f"| {what}{' (' + note + ')' if note else ''} | {median} | {runs} | {target} | {verdict} |")
+    lines += [
+        "",
+        f"Idle memory by service: {memory_note} (total {total:.0f} MB).",
+        "",
+        f"Code-only deploy under the same load: Keel {keel_code:.1f} s, the naive script {naive_code:.1f} s. "
+        "The naive script is the common tutorials' deploy, run over `docker exec` on an identical container "
+        "whose gunicorn binds its own socket as in those tutorials: `git pull; pip install -r requirements.txt; "
+        "migrate; collectstatic; systemctl restart gunicorn celery`. Keel does more (a lock, a new release "
+        "beside the live one, check --deploy, an in-process probe, a gate through nginx, pruning) and restarts "
+        "gunicorn behind a systemd-held socket, so no connection is refused.",
+        "",
+    ]
+    REPORT.write_text("\n".join(lines))
+    say(f"wrote {REPORT.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
