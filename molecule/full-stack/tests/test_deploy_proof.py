@@ -94,7 +94,8 @@ class Site:
         seconds = time.monotonic() - started
         outcome = load.stop(min_requests=MIN_REQUESTS)
         with RECORD.open("a") as record:
-            record.write(f"{name} {' '.join(extra_vars)} (exit {result.returncode}, {seconds:.1f} s): {outcome.summary()}\n")
+            phase = f"{name} {' '.join(extra_vars)}".strip()
+            record.write(f"{phase} (exit {result.returncode}, {seconds:.1f} s): {outcome.summary()}\n")
         return result, outcome
 
     def django(self, code):
