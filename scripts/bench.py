@@ -24,6 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
+os.environ["PATH"] = f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"
 
 from loadgen import LoadGenerator  # noqa: E402
 
