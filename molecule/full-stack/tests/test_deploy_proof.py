@@ -245,6 +245,14 @@ def test_concurrent_deploy_is_refused_and_keeps_the_other_lock(site):
         site.run(f"rm -rf {ROOT}/deploy.lock")
 
 
+def test_rollback_to_a_release_that_is_not_there_changes_nothing(site):
+    before = site.live()
+    result = site.playbook("rollback.yml", "release=20000101000000-0000000")
+    assert result.returncode != 0
+    assert said(result, "Release 20000101000000-0000000 is not on this host, or is incomplete"), result.stdout[-3000:]
+    assert site.live() == before
+
+
 def test_rollback_can_unapply_the_migrations_of_the_release_it_leaves(site):
     migration = (
         "from django.db import migrations, models\\n\\n"
