@@ -18,7 +18,7 @@ import argparse
 import json
 import os
 import re
-import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -167,25 +167,42 @@ def unapply(args) -> dict:
 
 def prune(args) -> dict:
     """Remove all but the newest --keep releases (never the live one or the
-    one before it), then the virtualenvs that no remaining release uses."""
+    one before it), then the virtualenvs that no remaining release uses.
+
+    What goes is renamed into a trash folder at once (a later deploy can never
+    find half of it), and a detached process deletes the trash, so the deploy
+    does not wait for thousands of files to go.
+    """
     root = Path(args.root)
     releases = sorted(p.name for p in (root / "releases").iterdir() if p.is_dir() and RELEASE_ID.fullmatch(p.name))
     live = os.readlink(root / "current").rsplit("/", 1)[-1] if (root / "current").is_symlink() else ""
     older = [release for release in releases if release < live]
     protected = {live, older[-1] if older else ""}
     removed = [r for r in releases[: max(len(releases) - args.keep, 0)] if r not in protected]
+    kept = set(releases) - set(removed)
+    used = {
+        os.readlink(root / "releases" / release / ".venv").rsplit("/", 1)[-1]
+        for release in kept
+        if (root / "releases" / release / ".venv").is_symlink()
+    }
+    unused = [venv.name for venv in (root / "venvs").glob("*") if venv.is_dir() and venv.name not in used]
+    trash = root / f".trash-{os.getpid()}"
+    trash.mkdir()
     for release in removed:
-        shutil.rmtree(root / "releases" / release)
+        os.rename(root / "releases" / release, trash / f"release-{release}")
+        print(f"removed release {release}")
+    for name in unused:
+        os.rename(root / "venvs" / name, trash / f"venv-{name}")
+        print(f"removed virtualenv {name}")
     for leftover in (root / "releases").glob(".*.tar.gz"):
         leftover.unlink()
-    used = {os.readlink(link).rsplit("/", 1)[-1] for link in (root / "releases").glob("*/.venv") if link.is_symlink()}
-    unused = [venv.name for venv in (root / "venvs").glob("*") if venv.is_dir() and venv.name not in used]
-    for name in unused:
-        shutil.rmtree(root / "venvs" / name)
-    for name in removed:
-        print(f"removed release {name}")
-    for name in unused:
-        print(f"removed virtualenv {name}")
+    subprocess.Popen(
+        ["rm", "-rf", "--", str(trash)],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return {}
 
 
