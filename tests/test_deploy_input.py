@@ -14,8 +14,8 @@ from test_provision_input import GOOD_VARS, write_inventory
 
 REPO = Path(__file__).resolve().parent.parent
 FIRST_HOST_TASK = {
-    "deploy.yml": "TASK [deploy : Read which release is live on this host]",
-    "rollback.yml": "TASK [deploy : List the releases on this host that can go live again]",
+    "deploy.yml": "TASK [deploy : Read which release is live on this host",
+    "rollback.yml": "TASK [deploy : List the releases on this host that can go live again",
 }
 
 
