@@ -64,7 +64,18 @@ def main() -> int:
     vault.write_text(fill_placeholders(example.read_text()))
     vault.chmod(0o600)
     ansible_vault = Path(sys.executable).with_name("ansible-vault")
-    encrypt = subprocess.run([str(ansible_vault), "encrypt", "--encrypt-vault-id", env, str(vault)], cwd=REPO)
+    encrypt = subprocess.run(
+        [
+            str(ansible_vault),
+            "encrypt",
+            "--vault-id",
+            f"{env}@scripts/vault-client.py",
+            "--encrypt-vault-id",
+            env,
+            str(vault),
+        ],
+        cwd=REPO,
+    )
     if encrypt.returncode != 0:
         vault.unlink()
         print("error: ansible-vault could not encrypt the vault; nothing was written", file=sys.stderr)
