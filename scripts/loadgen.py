@@ -52,10 +52,21 @@ class LoadGenerator:
     """Threads that request paths round-robin until stopped, within bounds."""
 
     def __init__(
-        self, address, host_header, paths=DEFAULT_PATHS, threads=4, max_requests=50_000, max_seconds=600, rate=None
+        self,
+        address,
+        host_header,
+        paths=DEFAULT_PATHS,
+        threads=4,
+        max_requests=50_000,
+        max_seconds=600,
+        rate=None,
+        redirects_ok=False,
     ):
-        """rate: requests per second in all, or None for as fast as the threads go."""
+        """rate: requests per second in all, or None for as fast as the threads go.
+        redirects_ok: a 3xx answer counts as served (an app that redirects plain
+        HTTP to HTTPS answers every page so)."""
         self.address, self.host_header = address, host_header
+        self.highest_ok = 400 if redirects_ok else 300
         self.interval = threads / rate if rate else 0.0
         self.paths = list(paths)
         self.threads, self.max_requests, self.max_seconds = threads, max_requests, max_seconds
@@ -83,9 +94,9 @@ class LoadGenerator:
             self.result.sent += 1
             if status is None:
                 self.result.failures[f"error {body}"] += 1
-            elif 200 <= status < 300:
+            elif 200 <= status < self.highest_ok:
                 self.result.ok += 1
-                if path == "/version":
+                if path == "/version" and status == 200:
                     release = json.loads(body).get("release", "?")
                     if not self.result.releases or self.result.releases[-1] != release:
                         self.result.releases.append(release)

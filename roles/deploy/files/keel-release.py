@@ -5,7 +5,8 @@ the release's Python, from the folder of manage.py:
 
     python keel-release.py --env-file ENV build --state-file F
     python keel-release.py --env-file ENV migrate
-    python keel-release.py --env-file ENV probe --host H --release ID
+    python keel-release.py --env-file ENV probe --host H --release ID [--path /]
+    python keel-release.py --env-file ENV ping --app CELERY_APP
     python keel-release.py --env-file ENV unapply --state-file F
 
 Each subcommand boots Django once, so a deploy pays for few interpreter
@@ -18,8 +19,10 @@ import argparse
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 RELEASE_ID = re.compile(r"[0-9]{14}-[0-9a-f]+")
@@ -130,20 +133,56 @@ def migrate(args) -> dict:
 
 
 def probe(args) -> dict:
-    """/readyz and /version of this release's code, in-process, before it serves anyone."""
-    from django.test import Client
+    """Ask this release's code, in-process, before it serves anyone.
 
-    client = Client(HTTP_HOST=args.host)
-    answers = {}
-    for path in (args.readyz, args.version):
-        response = client.get(path, secure=True)
+    --path must answer 2xx or 3xx through Django's own request handling: the
+    code imports, its URLs and views load, its settings accept the site's
+    Host. --readyz and --version are asked only where the app routes them;
+    what it has is returned, so the gate through nginx asks the same.
+    """
+    from django.test import Client
+    from django.urls import Resolver404, resolve
+
+    client = Client(HTTP_HOST=args.host, raise_request_exception=False)
+    found = {}
+    for name, path in (("readyz", args.readyz), ("version", args.version)):
+        try:
+            found[name] = bool(path) and resolve(path.split("?")[0]) is not None
+        except Resolver404:
+            found[name] = False
+    response = client.get(args.path, secure=True)
+    if not 200 <= response.status_code < 400:
+        raise DeployStepError(f"{args.path} answered {response.status_code}: {answer_text(response)}")
+    if found["readyz"]:
+        response = client.get(args.readyz, secure=True)
         if response.status_code != 200:
-            raise DeployStepError(f"{path} answered {response.status_code}: {response.content.decode()[:500]}")
-        answers[path] = response.json()
-    served = answers[args.version].get("release")
-    if served != args.release:
-        raise DeployStepError(f"/version reports release {served!r}, not {args.release!r}")
-    return answers
+            raise DeployStepError(f"{args.readyz} answered {response.status_code}: {answer_text(response)}")
+    if found["version"]:
+        response = client.get(args.version, secure=True)
+        served = response.json().get("release") if response.status_code == 200 else None
+        if served != args.release:
+            raise DeployStepError(
+                f"{args.version} answered {response.status_code} reporting release {served!r}, not {args.release!r}"
+            )
+    return {"readyz": found["readyz"], "version": found["version"]}
+
+
+def answer_text(response) -> str:
+    return response.content.decode(errors="replace")[:500].strip()
+
+
+def ping(args) -> dict:
+    """Wait until the Celery worker NODE answers a ping through the broker."""
+    from celery.app.utils import find_app
+
+    app = find_app(args.app)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        replies = app.control.ping(destination=[args.node], timeout=1.0)
+        if any(args.node in reply for reply in replies):
+            return {"pong": args.node}
+        if time.monotonic() >= deadline:
+            raise DeployStepError(f"the Celery worker {args.node} does not answer a ping after {args.timeout:g} s")
 
 
 def unapply(args) -> dict:
@@ -218,8 +257,13 @@ def parse_args(argv):
     probe_step = steps.add_parser("probe")
     probe_step.add_argument("--host", required=True)
     probe_step.add_argument("--release", required=True)
-    probe_step.add_argument("--readyz", default="/readyz")
-    probe_step.add_argument("--version", default="/version")
+    probe_step.add_argument("--path", default="/", help="must answer 2xx or 3xx")
+    probe_step.add_argument("--readyz", default="/readyz", help="asked if the app routes it")
+    probe_step.add_argument("--version", default="/version", help="asked if the app routes it")
+    ping_step = steps.add_parser("ping")
+    ping_step.add_argument("--app", required=True, help="the Celery app, as for celery -A")
+    ping_step.add_argument("--node", default=f"worker@{socket.gethostname()}")
+    ping_step.add_argument("--timeout", type=float, default=30)
     unapply_step = steps.add_parser("unapply")
     unapply_step.add_argument("--state-file", required=True)
     prune_step = steps.add_parser("prune")
@@ -233,7 +277,7 @@ def main(argv=None) -> int:
     if args.step == "prune":
         prune(args)
         return 0
-    step = {"build": build, "migrate": migrate, "probe": probe, "unapply": unapply}[args.step]
+    step = {"build": build, "migrate": migrate, "probe": probe, "ping": ping, "unapply": unapply}[args.step]
     try:
         if args.env_file is None:
             raise DeployStepError("--env-file is required")

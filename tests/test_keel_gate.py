@@ -1,0 +1,158 @@
+"""keel_gate's checks through HTTP, against a real HTTP server on loopback,
+and its reading of systemd's unit states (the real units are proven on the
+full systems in the Molecule scenarios)."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import pytest
+from conftest import load_module
+
+keel_gate = load_module("keel_gate")
+RELEASE = "20260101000000-abc1234"
+
+
+class Site(BaseHTTPRequestHandler):
+    answers: ClassVar[dict] = {}  # path -> (status, body), set by each test
+
+    def do_GET(self):
+        status, body = self.answers.get(self.path, (404, "not found"))
+        self.send_response(status)
+        if 300 <= status < 400:
+            self.send_header("Location", "https://" + self.headers["Host"] + self.path)
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def site():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Site)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+def gate_params(site, **overrides):
+    return {
+        "url": f"http://127.0.0.1:{site.server_port}",
+        "host": "www.mysite.test",
+        "release": RELEASE,
+        "release_path": "/_keel/release.json",
+        "check_path": "/",
+        "version_path": "",
+        "readyz_path": "",
+        **overrides,
+    }
+
+
+def run_web(site, answers, timeout=1.0, **overrides):
+    Site.answers = answers
+    checked = []
+    deadline = keel_gate.time.monotonic() + timeout
+    keel_gate.check_web(gate_params(site, **overrides), deadline, checked)
+    return checked
+
+
+LIVE = {"/_keel/release.json": (200, json.dumps({"release": RELEASE}))}
+
+
+def test_a_redirect_from_the_app_counts_as_an_answer(site):
+    checked = run_web(site, {**LIVE, "/": (301, "")})
+    assert checked == [f"/_keel/release.json names {RELEASE}", "/ answers 301"]
+
+
+def test_the_old_release_in_release_json_fails_and_names_both(site):
+    old = {"/_keel/release.json": (200, json.dumps({"release": "20250101000000-0000000"})), "/": (200, "")}
+    with pytest.raises(keel_gate.GateError, match=f"20250101000000-0000000.*release {RELEASE} was wanted"):
+        run_web(site, old, timeout=0.5)
+
+
+def test_a_server_error_fails_with_its_status(site):
+    with pytest.raises(keel_gate.GateError, match="/ through nginx answers 502"):
+        run_web(site, {**LIVE, "/": (502, "Bad Gateway")}, timeout=0.5)
+
+
+def test_the_apps_own_endpoints_are_asked_when_it_has_them(site):
+    answers = {**LIVE, "/": (302, ""), "/version": (200, json.dumps({"release": RELEASE})), "/readyz": (503, "db")}
+    with pytest.raises(keel_gate.GateError, match="/readyz through nginx answers 503"):
+        run_web(site, answers, timeout=0.5, version_path="/version", readyz_path="/readyz")
+    answers["/readyz"] = (200, "{}")
+    checked = run_web(site, answers, version_path="/version", readyz_path="/readyz")
+    assert checked[-2:] == [f"/version names {RELEASE}", "/readyz answers 200"]
+
+
+def test_nothing_listening_is_named(site):
+    params = gate_params(site, url="http://127.0.0.1:9")
+    with pytest.raises(keel_gate.GateError, match="answers nothing"):
+        keel_gate.check_web(params, keel_gate.time.monotonic() + 0.3, [])
+
+
+class Clock:
+    """systemd's monotonic clock, as the gate sees it: seconds."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        self.now += 0.5
+        return self.now
+
+
+def states(*sequence):
+    """A unit whose `systemctl show` answers each state in turn, then the last one."""
+    answers = list(sequence)
+    return lambda unit: answers.pop(0) if len(answers) > 1 else answers[0]
+
+
+def unit(active, sub, pid="42", restarts="0", job="", started_at=100.0):
+    return {
+        "ActiveState": active,
+        "SubState": sub,
+        "MainPID": pid,
+        "NRestarts": restarts,
+        "Job": job,
+        "ExecMainStartTimestampMonotonic": str(int(started_at * 1_000_000)),
+    }
+
+
+@pytest.fixture(autouse=True)
+def no_sleep(monkeypatch):
+    monkeypatch.setattr(keel_gate.time, "sleep", lambda seconds: None)
+
+
+def test_a_unit_that_runs_past_the_settle_time_passes():
+    clock = Clock()
+    state_of = states(unit("deactivating", "stop-sigterm", job="7"), unit("active", "running"))
+    keel_gate.settle_unit("w.service", clock.now + 60, 5, monotonic=clock, state_of=state_of)
+    assert clock.now >= 105
+
+
+def test_a_crash_loop_is_caught_though_systemd_never_calls_it_failed():
+    clock = Clock()
+    state_of = states(unit("active", "running"), unit("activating", "auto-restart", pid="0", restarts="1"))
+    with pytest.raises(keel_gate.GateError, match=r"does not stay up.*activating/auto-restart, restarted 1 times"):
+        keel_gate.settle_unit("w.service", clock.now + 60, 5, monotonic=clock, state_of=state_of)
+
+
+def test_a_new_main_process_counts_as_a_restart():
+    clock = Clock()
+    state_of = states(unit("active", "running", pid="42"), unit("active", "running", pid="43", restarts="1"))
+    with pytest.raises(keel_gate.GateError, match="does not stay up"):
+        keel_gate.settle_unit("w.service", clock.now + 60, 5, monotonic=clock, state_of=state_of)
+
+
+def test_a_failed_unit_fails_at_once_and_one_that_never_starts_at_the_deadline():
+    clock = Clock()
+    with pytest.raises(keel_gate.GateError, match="failed"):
+        keel_gate.settle_unit(
+            "w.service", clock.now + 60, 5, monotonic=clock, state_of=states(unit("failed", "failed"))
+        )
+    never = states(unit("activating", "start", job="9"))
+    with pytest.raises(keel_gate.GateError, match="not running after the restart"):
+        keel_gate.settle_unit("w.service", clock.now + 3, 5, monotonic=clock, state_of=never)
