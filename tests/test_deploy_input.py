@@ -34,6 +34,9 @@ CASES = [
     pytest.param("deploy.yml", ["deploy_source=ftp"], "deploy_source", id="bad-source"),
     pytest.param("deploy.yml", ["deploy_gate_timeout=soon"], "deploy_gate_timeout", id="bad-timeout"),
     pytest.param("rollback.yml", ["rollback_migrations=perhaps"], "rollback_migrations", id="bad-rollback-flag"),
+    pytest.param("deploy.yml", ['{"deploy_shared_links": ["../etc"]}'], "not ../etc", id="shared-link-escapes"),
+    pytest.param("deploy.yml", ["app_media_link=/var/media"], "not /var/media", id="absolute-media-link"),
+    pytest.param("deploy.yml", ["app_dependencies=poetry"], "app_dependencies", id="unknown-dependency-tool"),
 ]
 
 

@@ -1,7 +1,7 @@
 """Django steps of a Keel deploy, run inside one release with its own virtualenv.
 
-The deploy role copies this file to the host and runs it as the app user with
-the release's Python, from the folder of manage.py:
+The deploy role feeds this file on stdin to the release's own Python, as the
+app user, from the folder of manage.py (nothing is installed for it):
 
     python keel-release.py --env-file ENV build --state-file F
     python keel-release.py --env-file ENV migrate
@@ -143,22 +143,29 @@ def probe(args) -> dict:
     from django.test import Client
     from django.urls import Resolver404, resolve
 
-    client = Client(HTTP_HOST=args.host, raise_request_exception=False)
+    client = Client(HTTP_HOST=args.host)
     found = {}
     for name, path in (("readyz", args.readyz), ("version", args.version)):
         try:
             found[name] = bool(path) and resolve(path.split("?")[0]) is not None
         except Resolver404:
             found[name] = False
-    response = client.get(args.path, secure=True)
+
+    def get(path):
+        try:
+            return client.get(path, secure=True)
+        except Exception as error:  # the view's own error, whatever its type: the real cause
+            raise DeployStepError(f"{path} raised {type(error).__name__}: {error}") from error
+
+    response = get(args.path)
     if not 200 <= response.status_code < 400:
         raise DeployStepError(f"{args.path} answered {response.status_code}: {answer_text(response)}")
     if found["readyz"]:
-        response = client.get(args.readyz, secure=True)
+        response = get(args.readyz)
         if response.status_code != 200:
             raise DeployStepError(f"{args.readyz} answered {response.status_code}: {answer_text(response)}")
     if found["version"]:
-        response = client.get(args.version, secure=True)
+        response = get(args.version)
         served = response.json().get("release") if response.status_code == 200 else None
         if served != args.release:
             raise DeployStepError(
