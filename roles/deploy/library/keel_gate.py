@@ -151,8 +151,9 @@ def is_running(state):
     )
 
 
-def settle_unit(unit, deadline, settle_seconds, monotonic=time.monotonic, state_of=unit_state):
-    """Wait for the unit to run, then for its main process to run settle_seconds with no restart."""
+def settle_unit(unit, deadline, settle_seconds, monotonic=time.monotonic, state_of=unit_state, on_running=None):
+    """Wait for the unit to run, then for its main process to run settle_seconds with no restart.
+    on_running() is called once the new process runs."""
     state = state_of(unit)
     while not is_running(state):
         if state.get("ActiveState") == "failed":
@@ -163,6 +164,8 @@ def settle_unit(unit, deadline, settle_seconds, monotonic=time.monotonic, state_
             )
         time.sleep(POLL_SECONDS)
         state = state_of(unit)
+    if on_running is not None:
+        on_running()
     first = state
     started = int(first.get("ExecMainStartTimestampMonotonic") or 0) / 1_000_000
     while monotonic() - started < settle_seconds:
@@ -177,22 +180,38 @@ def settle_unit(unit, deadline, settle_seconds, monotonic=time.monotonic, state_
 
 
 def check_celery(params, deadline, checked):
-    for unit in params["celery_units"]:
-        try:
-            settle_unit(unit, deadline, params["settle_seconds"])
-        except GateError as error:
-            raise GateError(f"{error}. Its last lines:\n{journal(unit)}") from error
-        checked.append(f"{unit} runs and stays up")
-    if params["ping_argv"]:
-        remaining = max(deadline - time.monotonic(), 1)
-        result = subprocess.run(
-            params["ping_argv"], input=params["ping_stdin"], capture_output=True, text=True,
-            timeout=remaining + 10, check=False,
-        )  # fmt: skip
-        if result.returncode != 0:
-            worker = next((unit for unit in params["celery_units"] if "worker" in unit), "the worker")
-            raise GateError(f"{result.stderr.strip()[-500:]}. The last lines of {worker}:\n{journal(worker)}")
-        checked.append("the worker answers a ping")
+    """Each unit must settle. The worker is asked for a ping as soon as its new
+    process runs (never the old one's answer), while it settles."""
+    pinging = []
+
+    def start_ping():
+        process = subprocess.Popen(
+            params["ping_argv"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        process.stdin.write(params["ping_stdin"])  # the helper's source: small, it fits the pipe
+        process.stdin.close()
+        pinging.append(process)
+
+    worker = next((unit for unit in params["celery_units"] if "worker" in unit), None)
+    try:
+        for unit in params["celery_units"]:
+            on_running = start_ping if unit == worker and params["ping_argv"] else None
+            try:
+                settle_unit(unit, deadline, params["settle_seconds"], on_running=on_running)
+            except GateError as error:
+                raise GateError(f"{error}. Its last lines:\n{journal(unit)}") from error
+            checked.append(f"{unit} runs and stays up")
+        for process in pinging:
+            process.wait(timeout=max(deadline - time.monotonic(), 1) + 10)
+            if process.returncode != 0:
+                stderr = process.stderr.read().strip()[-500:]
+                raise GateError(f"{stderr}. The last lines of {worker}:\n{journal(worker)}")
+            checked.append("the worker answers a ping")
+    finally:
+        for process in pinging:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def main():
