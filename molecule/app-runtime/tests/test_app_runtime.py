@@ -54,3 +54,19 @@ def test_beat_keeps_its_schedule_in_its_own_state_folder(host):
     show = host.check_output(f"systemctl show {APP}-celery-beat -p StateDirectory -p ExecStart")
     assert f"StateDirectory={APP}-celery-beat" in show
     assert f"--schedule=/var/lib/{APP}-celery-beat/schedule" in show
+
+
+def test_uv_is_installed_at_the_pinned_version(host):
+    assert host.check_output("/opt/keel-uv/bin/uv --version").split()[:2] == ["uv", "0.13.9"]
+
+
+def test_media_folder_lets_nginx_read_what_the_app_writes(host):
+    media = host.file(f"/srv/{APP}/shared/media")
+    assert media.user == APP and media.group == "www-data" and media.mode == 0o2750
+
+
+def test_the_units_may_write_shared_but_not_their_environment_file(host):
+    for unit in (f"{APP}-gunicorn", f"{APP}-celery-worker"):
+        shown = host.check_output(f"systemctl show -p ReadWritePaths -p ReadOnlyPaths {unit}")
+        assert f"ReadWritePaths=/srv/{APP}/shared" in shown, unit
+        assert f"ReadOnlyPaths=/srv/{APP}/shared/env" in shown, unit
