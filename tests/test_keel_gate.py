@@ -156,3 +156,49 @@ def test_a_failed_unit_fails_at_once_and_one_that_never_starts_at_the_deadline()
     never = states(unit("activating", "start", job="9"))
     with pytest.raises(keel_gate.GateError, match="not running after the restart"):
         keel_gate.settle_unit("w.service", clock.now + 3, 5, monotonic=clock, state_of=never)
+
+
+def celery_params(ping_script, units=("app-celery-worker.service", "app-celery-beat.service")):
+    return {
+        "celery_units": list(units),
+        "settle_seconds": 0.0,
+        "ping_argv": ["sh", "-c", ping_script] if ping_script else [],
+        "ping_stdin": "print('the helper')\n",
+    }
+
+
+@pytest.fixture
+def running_units(monkeypatch):
+    monkeypatch.setattr(keel_gate, "unit_state", lambda name: unit("active", "running"))
+    monkeypatch.setattr(keel_gate, "journal", lambda name: f"(last lines of {name})")
+
+
+def test_the_worker_answers_a_ping_fed_the_helper_on_stdin(running_units):
+    checked = []
+    params = celery_params('test "$(cat)" = "print(\'the helper\')"')
+    keel_gate.check_celery(params, keel_gate.time.monotonic() + 10, checked)
+    assert checked == [
+        "app-celery-worker.service runs and stays up",
+        "app-celery-beat.service runs and stays up",
+        "the worker answers a ping",
+    ]
+
+
+def test_a_worker_that_does_not_answer_fails_with_its_words_and_its_journal(running_units):
+    params = celery_params("cat > /dev/null; echo 'the worker does not answer a ping' >&2; exit 1")
+    with pytest.raises(keel_gate.GateError) as failed:
+        keel_gate.check_celery(params, keel_gate.time.monotonic() + 10, [])
+    assert "the worker does not answer a ping" in str(failed.value)
+    assert "(last lines of app-celery-worker.service)" in str(failed.value)
+
+
+def test_a_worker_that_crashes_while_settling_fails_at_once_and_its_ping_is_stopped(monkeypatch):
+    now = keel_gate.time.monotonic()
+    answers = [unit("active", "running", started_at=now), unit("activating", "auto-restart", pid="0", restarts="1")]
+    monkeypatch.setattr(keel_gate, "unit_state", lambda name: answers.pop(0) if len(answers) > 1 else answers[0])
+    monkeypatch.setattr(keel_gate, "journal", lambda name: "ModuleNotFoundError: No module named 'x'")
+    params = {**celery_params("cat > /dev/null; sleep 30", units=["app-celery-worker.service"]), "settle_seconds": 5.0}
+    started = keel_gate.time.monotonic()
+    with pytest.raises(keel_gate.GateError, match=r"(?s)worker.service does not stay up.*No module named 'x'"):
+        keel_gate.check_celery(params, now + 60, [])
+    assert keel_gate.time.monotonic() - started < 5, "the gate waited for the ping of a crashed worker"

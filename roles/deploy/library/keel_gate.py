@@ -151,9 +151,10 @@ def is_running(state):
     )
 
 
-def settle_unit(unit, deadline, settle_seconds, monotonic=time.monotonic, state_of=unit_state, on_running=None):
+def settle_unit(unit, deadline, settle_seconds, monotonic=time.monotonic, state_of=None, on_running=None):
     """Wait for the unit to run, then for its main process to run settle_seconds with no restart.
-    on_running() is called once the new process runs."""
+    on_running() is called once the new process runs. state_of(unit): its systemd properties."""
+    state_of = state_of or unit_state
     state = state_of(unit)
     while not is_running(state):
         if state.get("ActiveState") == "failed":
