@@ -313,6 +313,7 @@ def any_project_section(report):
         ANY_MARKERS[0],
         "## Any project: a cookiecutter-django-shaped project with uv",
         "",
+        f"Measured at commit {run(['git', 'rev-parse', '--short', 'HEAD']).stdout.strip()}. "
         "The fixture of molecule/any-project (pyproject.toml + uv.lock, psycopg[c] compiled on the host, Celery, "
         "no health endpoints), deployed from the README's recipe over `docker exec`, load on `/` (Django's "
         "redirect to HTTPS counts as served). A deploy's gate includes the Celery settle time "
