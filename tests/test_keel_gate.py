@@ -3,6 +3,8 @@ and its reading of systemd's unit states (the real units are proven on the
 full systems in the Molecule scenarios)."""
 
 import json
+import ssl
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
@@ -179,8 +181,8 @@ def test_the_worker_answers_a_ping_fed_the_helper_on_stdin(running_units):
     keel_gate.check_celery(params, keel_gate.time.monotonic() + 10, checked)
     assert checked == [
         "app-celery-worker.service runs and stays up",
-        "app-celery-beat.service runs and stays up",
         "the worker answers a ping",
+        "app-celery-beat.service runs and stays up",
     ]
 
 
@@ -202,3 +204,71 @@ def test_a_worker_that_crashes_while_settling_fails_at_once_and_its_ping_is_stop
     with pytest.raises(keel_gate.GateError, match=r"(?s)worker.service does not stay up.*No module named 'x'"):
         keel_gate.check_celery(params, now + 60, [])
     assert keel_gate.time.monotonic() - started < 5, "the gate waited for the ping of a crashed worker"
+
+
+def test_a_worker_that_dies_after_the_settle_time_but_before_it_answers_is_caught(monkeypatch):
+    # A loaded host: the worker loads the project's tasks (and dies of an ImportError) later than
+    # settle_seconds after it started. It is watched until its ping answers, so it is still caught.
+    now = keel_gate.time.monotonic()
+    running = unit("active", "running", started_at=now - 30)
+    answers = [running, running, running, unit("activating", "auto-restart", pid="0", restarts="1")]
+    monkeypatch.setattr(keel_gate, "unit_state", lambda name: answers.pop(0) if len(answers) > 1 else answers[0])
+    monkeypatch.setattr(keel_gate, "journal", lambda name: "ModuleNotFoundError: No module named 'x'")
+    params = {**celery_params("cat > /dev/null; sleep 30", units=["app-celery-worker.service"]), "settle_seconds": 5.0}
+    with pytest.raises(keel_gate.GateError, match=r"(?s)does not stay up: its process exited 30 s after.*named 'x'"):
+        keel_gate.check_celery(params, now + 60, [])
+
+
+def test_a_ping_that_never_answers_ends_at_the_deadline_with_the_journal(running_units):
+    params = celery_params("cat > /dev/null; sleep 30", units=["app-celery-worker.service"])
+    started = keel_gate.time.monotonic()
+    with pytest.raises(keel_gate.GateError, match=r"(?s)the answer to a ping did not come before the gate's deadline"):
+        keel_gate.check_celery(params, started + 1, [])
+    assert keel_gate.time.monotonic() - started < 5, "the ping outlived the gate's deadline"
+
+
+class Recorder(Site):
+    seen: ClassVar[list] = []
+
+    def do_GET(self):
+        self.seen.append((self.headers["Host"], self.headers["X-Forwarded-Proto"]))
+        super().do_GET()
+
+
+@pytest.fixture
+def tls_site(tmp_path):
+    """An HTTPS server on loopback with a self-signed certificate, recording the SNI names it is asked for."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+         "-subj", "/CN=www.mysite.test", "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    names = []
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.names, server.cert = names, cert
+    Recorder.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+def test_over_https_the_site_name_goes_in_sni_and_host_and_an_untrusted_certificate_passes(tls_site):
+    checked = run_web(tls_site, {**LIVE, "/": (200, "")}, url=f"https://127.0.0.1:{tls_site.server_port}")
+    assert checked == [f"/_keel/release.json names {RELEASE}", "/ answers 200"]
+    assert set(tls_site.names) == {"www.mysite.test"}
+    assert set(Recorder.seen) == {("www.mysite.test", "https")}
+
+
+def test_the_scheme_follows_the_certificate_unless_a_url_is_given(tmp_path):
+    params = {"url": "", "tls_certificate": str(tmp_path / "fullchain.pem")}
+    assert keel_gate.gate_url(params) == "http://127.0.0.1"
+    (tmp_path / "fullchain.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert keel_gate.gate_url(params) == "https://127.0.0.1"
+    assert keel_gate.gate_url({**params, "url": "http://10.0.0.5:8080"}) == "http://10.0.0.5:8080"
+    assert keel_gate.gate_url({"url": "", "tls_certificate": ""}) == "http://127.0.0.1"

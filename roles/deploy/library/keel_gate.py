@@ -12,11 +12,21 @@ description:
     version_path must report the release and readyz_path must answer 200.
   - Celery, in systemd. A unit with Restart=on-failure that crash-loops is never "failed", so each unit must
     reach SubState=running with no job pending, and then keep the same main process and restart count
-    until that process has run settle_seconds. Then the worker must answer ping_argv.
+    until that process has run settle_seconds, and, for the worker, until it has answered ping_argv
+    (started as soon as the new process runs). A worker that dies while loading the project's tasks
+    therefore fails as a unit that does not stay up, however slowly it loads.
   - A failure names the check, the answer or the unit, with the unit's last journal lines.
 options:
-  url: {description: "Where nginx listens on this host, e.g. http://127.0.0.1.", type: str, default: "http://127.0.0.1"}
-  host: {description: The Host header (the site's first domain)., type: str, required: true}
+  url:
+    description:
+      - Where nginx listens on this host, e.g. http://127.0.0.1. Empty, https://127.0.0.1 if tls_certificate
+        exists (nginx then serves the site over HTTPS only), else http://127.0.0.1.
+      - Over HTTPS the gate sends host as the SNI name and does not verify the certificate (it speaks to the
+        host itself, and a self-signed or test CA's certificate must pass).
+    type: str
+    default: ""
+  tls_certificate: {description: "The site's certificate; empty when nginx serves no TLS.", type: str, default: ""}
+  host: {description: "The Host header and SNI name (the site's first domain).", type: str, required: true}
   release: {description: The release id that must be live., type: str, required: true}
   release_path: {description: "nginx's path of release.json; empty: no web checks.", type: str, default: ""}
   check_path: {description: A path of the app that must answer 2xx or 3xx., type: str, default: "/"}
@@ -38,11 +48,14 @@ seconds: {description: How long the gate took., type: float, returned: always}
 checked: {description: What was checked., type: list, returned: always}
 """
 
+import http.client
 import json
+import os
+import socket
+import ssl
 import subprocess
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -55,24 +68,46 @@ class GateError(Exception):
     """The release did not pass; the message says what failed."""
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
+class _LoopbackHTTPS(http.client.HTTPSConnection):
+    """HTTPS to an address, with another name in SNI and Host: nginx on this host, as the site's clients see it."""
 
+    def __init__(self, address, port, name):
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        super().__init__(name, port, timeout=5, context=context)
+        self.address = address
 
-OPENER = urllib.request.build_opener(_NoRedirect)
+    def connect(self):
+        raw = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
 
 
 def ask(url, host):
-    """(status, body) of a GET, without following redirects; status 0 if no answer."""
-    request = urllib.request.Request(url, headers={"Host": host, "User-Agent": "keel-gate"})
+    """(status, body) of a GET, without following redirects; status 0 if no answer. The request
+    says it came over HTTPS (X-Forwarded-Proto), which nginx believes from this host only."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https":
+        connection = _LoopbackHTTPS(parts.hostname, parts.port or 443, host)
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=5)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    headers = {"Host": host, "User-Agent": "keel-gate", "X-Forwarded-Proto": "https"}
     try:
-        with OPENER.open(request, timeout=5) as response:
-            return response.status, response.read(2000).decode(errors="replace")
-    except urllib.error.HTTPError as error:
-        return error.code, error.read(2000).decode(errors="replace")
-    except (urllib.error.URLError, OSError) as error:
-        return 0, str(getattr(error, "reason", error))
+        connection.request("GET", target or "/", headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read(2000).decode(errors="replace")
+    except (OSError, http.client.HTTPException) as error:
+        return 0, str(error) or type(error).__name__
+    finally:
+        connection.close()
+
+
+def gate_url(params):
+    if params["url"]:
+        return params["url"]
+    tls = params["tls_certificate"] and os.path.exists(params["tls_certificate"])
+    return "https://127.0.0.1" if tls else "http://127.0.0.1"
 
 
 def served_release(body):
@@ -92,7 +127,7 @@ def poll(deadline, attempt, describe):
 
 
 def check_web(params, deadline, checked):
-    url, host, release = params["url"].rstrip("/"), params["host"], params["release"]
+    url, host, release = gate_url(params).rstrip("/"), params["host"], params["release"]
     last = {}
 
     def answers(path, fits):
@@ -151,9 +186,10 @@ def is_running(state):
     )
 
 
-def settle_unit(unit, deadline, settle_seconds, monotonic=time.monotonic, state_of=None, on_running=None):
-    """Wait for the unit to run, then for its main process to run settle_seconds with no restart.
-    on_running() is called once the new process runs. state_of(unit): its systemd properties."""
+def settle_unit(unit, deadline, settle_seconds, monotonic=time.monotonic, state_of=None, on_running=None, until=None):
+    """Wait for the unit to run, then watch it: its main process must run settle_seconds with no
+    restart, and on until (what, done) as long as done() is False. on_running() is called once the
+    new process runs. state_of(unit): its systemd properties."""
     state_of = state_of or unit_state
     state = state_of(unit)
     while not is_running(state):
@@ -167,22 +203,26 @@ def settle_unit(unit, deadline, settle_seconds, monotonic=time.monotonic, state_
         state = state_of(unit)
     if on_running is not None:
         on_running()
+    what, done = until or ("", lambda: True)
     first = state
     started = int(first.get("ExecMainStartTimestampMonotonic") or 0) / 1_000_000
-    while monotonic() - started < settle_seconds:
+    while monotonic() - started < settle_seconds or not done():
+        if monotonic() >= deadline:
+            raise GateError(f"{unit} runs, but {what} did not come before the gate's deadline")
         time.sleep(POLL_SECONDS)
         state = state_of(unit)
         restarts = int(state.get("NRestarts") or 0) - int(first.get("NRestarts") or 0)
         if not is_running(state) or state.get("MainPID") != first.get("MainPID") or restarts:
             raise GateError(
-                f"{unit} does not stay up: its process exited within {settle_seconds:g} s of starting "
+                f"{unit} does not stay up: its process exited {monotonic() - started:.0f} s after it started "
                 f"(now {state.get('ActiveState')}/{state.get('SubState')}, restarted {max(restarts, 0)} times so far)"
             )
 
 
 def check_celery(params, deadline, checked):
-    """Each unit must settle. The worker is asked for a ping as soon as its new
-    process runs (never the old one's answer), while it settles."""
+    """Each unit must settle. The worker is asked for a ping as soon as its new process runs
+    (never the old one's answer), and is watched until the answer comes: a worker that dies
+    while it loads the project's tasks fails as a unit that does not stay up."""
     pinging = []
 
     def start_ping():
@@ -193,21 +233,27 @@ def check_celery(params, deadline, checked):
         process.stdin.close()
         pinging.append(process)
 
+    def ping_over():
+        return pinging[0].poll() is not None
+
     worker = next((unit for unit in params["celery_units"] if "worker" in unit), None)
     try:
         for unit in params["celery_units"]:
-            on_running = start_ping if unit == worker and params["ping_argv"] else None
+            waits_for_ping = unit == worker and params["ping_argv"]
             try:
-                settle_unit(unit, deadline, params["settle_seconds"], on_running=on_running)
+                settle_unit(
+                    unit, deadline, params["settle_seconds"],
+                    on_running=start_ping if waits_for_ping else None,
+                    until=("the answer to a ping", ping_over) if waits_for_ping else None,
+                )  # fmt: skip
             except GateError as error:
                 raise GateError(f"{error}. Its last lines:\n{journal(unit)}") from error
             checked.append(f"{unit} runs and stays up")
-        for process in pinging:
-            process.wait(timeout=max(deadline - time.monotonic(), 1) + 10)
-            if process.returncode != 0:
-                stderr = process.stderr.read().strip()[-500:]
+            if waits_for_ping and pinging[0].returncode != 0:
+                stderr = pinging[0].stderr.read().strip()[-500:]
                 raise GateError(f"{stderr}. The last lines of {worker}:\n{journal(worker)}")
-            checked.append("the worker answers a ping")
+            if waits_for_ping:
+                checked.append("the worker answers a ping")
     finally:
         for process in pinging:
             if process.poll() is None:
@@ -218,7 +264,8 @@ def check_celery(params, deadline, checked):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            url=dict(type="str", default="http://127.0.0.1"),
+            url=dict(type="str", default=""),
+            tls_certificate=dict(type="str", default=""),
             host=dict(type="str", required=True),
             release=dict(type="str", required=True),
             release_path=dict(type="str", default=""),
