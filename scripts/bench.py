@@ -38,6 +38,7 @@ from loadgen import LoadGenerator  # noqa: E402
 RUNS = int(os.environ.get("KEEL_BENCH_RUNS", "3"))
 PROVISION_RUNS = int(os.environ.get("KEEL_BENCH_PROVISION_RUNS", "1"))
 LOAD_RATE = 100  # requests per second during a measured deploy
+RATE_SECONDS = 10  # each run of the request-rate measurement
 MIN_REQUESTS = 1000
 DOMAIN = "keelapp.localhost"
 APP = "keelapp"
@@ -183,9 +184,30 @@ def static_path(host):
     return "/static/" + on(host, f"cd /srv/{APP}/current/app/staticfiles && ls guestbook/style.*.css | head -n 1")
 
 
+def request_rates(report, address, paths):
+    """Requests per second as fast as 4 threads go, one connection per request,
+    for RATE_SECONDS: over HTTPS (selfsigned, a TLS handshake per request), then
+    over HTTP with the host re-provisioned with tls_mode none, and back."""
+    for label, https, extra in (("HTTPS", True, []), ("plain HTTP (tls_mode none)", False, ["tls_mode=none"])):
+        if extra:
+            playbook("keel-bench", "provision.yml", *extra)
+        rates, failed = [], []
+        for _ in range(RUNS):
+            load = LoadGenerator(address, DOMAIN, paths, threads=4, max_requests=200_000, max_seconds=60, https=https)
+            load.start()
+            time.sleep(RATE_SECONDS)
+            outcome = load.stop()
+            rates.append(outcome.sent / outcome.seconds)
+            failed.append(outcome.failed)
+        report.add(f"Request rate over {label}, a new connection per request", rates, "req/s")
+        report.add(f"Request rate over {label}: failed requests", failed, "", "0", lambda m: m == 0)
+    playbook("keel-bench", "provision.yml")
+
+
 def under_load(address, paths, action):
     """Run action() while requests go to address; (its result, the load result)."""
-    load = LoadGenerator(address, DOMAIN, paths, threads=4, max_requests=20_000, max_seconds=900, rate=LOAD_RATE)
+    load = LoadGenerator(address, DOMAIN, paths, threads=4, max_requests=20_000, max_seconds=900, rate=LOAD_RATE,
+                         https=True)  # fmt: skip
     load.start()
     outcome = action()
     return outcome, load.stop(min_requests=MIN_REQUESTS)
@@ -296,7 +318,7 @@ def any_project(report):
         version = ["3.10", "3.9", "3.8", "3.7", "3.6"][number % 5]
         commit(host, f"Dependencies {number}", DEPENDENCY_CHANGE.format(version=version))
         load = LoadGenerator(address, ANY_DOMAIN, ["/"], threads=4, max_requests=20_000, max_seconds=900,
-                             rate=LOAD_RATE, redirects_ok=True)  # fmt: skip
+                             rate=LOAD_RATE, https=True)  # fmt: skip
         load.start()
         times.append(playbook(host, "deploy.yml")[0])
         outcome = load.stop(min_requests=MIN_REQUESTS)
@@ -315,9 +337,9 @@ def any_project_section(report):
         "",
         f"Measured at commit {run(['git', 'rev-parse', '--short', 'HEAD']).stdout.strip()}. "
         "The fixture of molecule/any-project (pyproject.toml + uv.lock, psycopg[c] compiled on the host, Celery, "
-        "no health endpoints), deployed from the README's recipe over `docker exec`, load on `/` (Django's "
-        "redirect to HTTPS counts as served). A deploy's gate includes the Celery settle time "
-        "(deploy_celery_settle_seconds, 5 s) and a worker ping.",
+        "no health endpoints), deployed from the README's recipe over `docker exec`, load on `/` over HTTPS "
+        "(its self-signed certificate; any non-2xx answer is a failure). A deploy's gate includes the Celery "
+        "settle time (deploy_celery_settle_seconds, 5 s) and a worker ping.",
         "",
         "| What | Median | Runs | Target | |",
         "|---|---|---|---|---|",
@@ -407,6 +429,8 @@ def main():
     report.add("Rollback, under load", times, "s", "≤ 5 s", lambda m: m <= 5)
     report.add("Rollback: failed requests", failed, "", "0", lambda m: m == 0, f"of {sum(sent)} sent")
 
+    request_rates(report, address, paths)
+
     memory_notes = []
     for label, sizing in (("this host's defaults", []), ("a 1 GB, 1-core VPS's defaults", ONE_GB)):
         if sizing:
@@ -480,8 +504,9 @@ def write_report(report, memory_note, keel_code, naive_code):
         "",
         f"Measured by `make bench` (scripts/bench.py) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"commit {commit}, on a {cores}-core, {memory // 1024} GiB {platform.machine()} machine (noisy: medians).",
-        f"Hosts: Debian 13 containers with systemd, provisioned with defaults. Load: {LOAD_RATE} requests/s through "
-        "nginx (/version, /healthz, /readyz and a static file), one connection per request, during each measured "
+        f"Hosts: Debian 13 containers with systemd, provisioned with inventories/local (tls_mode selfsigned). Load: "
+        f"{LOAD_RATE} requests/s through nginx over HTTPS (/version, /healthz, /readyz and a static file), one "
+        "connection (and TLS handshake) per request, during each measured "
         f"deploy or rollback and until at least {MIN_REQUESTS} requests; a failure is any non-2xx answer or "
         f"connection error. {RUNS} runs per row unless the runs column shows fewer.",
         "",

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# host-container.sh NAME [PORT]: start a Debian 13 container that plays a VPS
-# (systemd as PID 1, as in the Molecule scenarios), or start it again if it
-# exists, and wait until it has booted. With PORT, its port 80 is published
-# on 127.0.0.1:PORT. Prints the container's address on the Docker network.
+# host-container.sh NAME [PORT [TLS_PORT]]: start a Debian 13 container that
+# plays a VPS (systemd as PID 1, as in the Molecule scenarios), or start it
+# again if it exists, and wait until it has booted. With PORT, its port 80 is
+# published on 127.0.0.1:PORT; with TLS_PORT, its port 443 on
+# 127.0.0.1:TLS_PORT. Prints the container's address on the Docker network.
 # Used by `make demo` and `make bench`; `docker rm -f NAME` removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-name="$1" port="${2:-}"
+name="$1" port="${2:-}" tls_port="${3:-}"
 say() { printf 'host-container: %s\n' "$*" >&2; }
 
 scripts/ensure-docker.sh
@@ -22,7 +23,7 @@ if ! docker inspect "$name" >/dev/null 2>&1; then
     --cgroupns host --volume /sys/fs/cgroup:/sys/fs/cgroup:rw \
     --tmpfs /run --tmpfs /run/lock --shm-size 256m \
     --stop-signal SIGRTMIN+3 \
-    ${port:+--publish "127.0.0.1:$port:80"} \
+    ${port:+--publish "127.0.0.1:$port:80"} ${tls_port:+--publish "127.0.0.1:$tls_port:443"} \
     "$image" /lib/systemd/systemd >/dev/null
 else
   docker start "$name" >/dev/null

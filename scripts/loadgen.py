@@ -7,7 +7,10 @@ until it is stopped, and counts every answer that is not 2xx and every
 connection error. It is bounded: it never sends more than --max-requests nor
 runs longer than --max-seconds, whatever happens.
 
-    python3 scripts/loadgen.py 172.17.0.2 --host keelapp.test --seconds 10
+    python3 scripts/loadgen.py 172.17.0.2 --host keelapp.test --seconds 10 [--https]
+
+Over HTTPS each connection does a full TLS handshake with the Host name as
+SNI; the certificate is not verified (test hosts have test certificates).
 
 Used by the deploy proof (molecule/full-stack/tests) and by `make bench`.
 """
@@ -16,12 +19,14 @@ import argparse
 import http.client
 import itertools
 import json
+import socket
+import ssl
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-# The app's probes answer plain HTTP (its other pages redirect to HTTPS):
+# The reference app's probes (over plain HTTP, they answer without a redirect):
 # /readyz touches PostgreSQL, Redis and the broker, /version tells which
 # release answered. Add a static file's path to exercise nginx alone.
 DEFAULT_PATHS = ("/version", "/healthz", "/readyz")
@@ -48,6 +53,18 @@ class LoadResult:
         )
 
 
+class _SNIConnection(http.client.HTTPSConnection):
+    """HTTPS to an address, with the site's name as SNI."""
+
+    def __init__(self, address, name, context):
+        super().__init__(name, 443, timeout=30, context=context)
+        self.address = address
+
+    def connect(self):
+        raw = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
+
+
 class LoadGenerator:
     """Threads that request paths round-robin until stopped, within bounds."""
 
@@ -61,15 +78,20 @@ class LoadGenerator:
         max_seconds=600,
         rate=None,
         redirects_ok=False,
+        https=False,
     ):
         """rate: requests per second in all, or None for as fast as the threads go.
         redirects_ok: a 3xx answer counts as served (an app that redirects plain
-        HTTP to HTTPS answers every page so)."""
+        HTTP to HTTPS answers every page so). https: over TLS to port 443."""
         self.address, self.host_header = address, host_header
         self.highest_ok = 400 if redirects_ok else 300
         self.interval = threads / rate if rate else 0.0
         self.paths = list(paths)
         self.threads, self.max_requests, self.max_seconds = threads, max_requests, max_seconds
+        self.https = https
+        self._context = ssl.create_default_context()
+        self._context.check_hostname = False
+        self._context.verify_mode = ssl.CERT_NONE
         self.result = LoadResult()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -79,7 +101,10 @@ class LoadGenerator:
 
     def request(self, path):
         """One request on a new connection: (status or None, body or error name)."""
-        connection = http.client.HTTPConnection(self.address, 80, timeout=30)
+        if self.https:
+            connection = _SNIConnection(self.address, self.host_header, self._context)
+        else:
+            connection = http.client.HTTPConnection(self.address, 80, timeout=30)
         try:
             connection.request("GET", path, headers={"Host": self.host_header})
             response = connection.getresponse()
@@ -146,11 +171,13 @@ def main():
     parser.add_argument("--max-requests", type=int, default=50_000)
     parser.add_argument("--rate", type=float, help="requests per second in all (default: as fast as possible)")
     parser.add_argument("--path", action="append", help="a path to request (repeat); default: the probes")
+    parser.add_argument("--https", action="store_true", help="over TLS to port 443, the host as SNI")
     args = parser.parse_args()
     paths = args.path or DEFAULT_PATHS
     load = LoadGenerator(
-        args.address, args.host, paths, threads=args.threads, max_requests=args.max_requests, rate=args.rate
-    )
+        args.address, args.host, paths, threads=args.threads, max_requests=args.max_requests, rate=args.rate,
+        https=args.https,
+    )  # fmt: skip
     load.start()
     time.sleep(args.seconds)
     result = load.stop()

@@ -53,6 +53,7 @@ run_step() {
 
 remove_test_containers() {
   docker ps -aq --filter label=owner=molecule 2>/dev/null | xargs -r docker rm -f >/dev/null 2>&1 || true
+  docker network ls -q --filter label=owner=molecule 2>/dev/null | xargs -r docker network rm >/dev/null 2>&1 || true
 }
 
 check_collections() {
@@ -122,7 +123,7 @@ molecule_test() {
 demo_test() {
   local made=0 rc=0
   docker inspect keel-demo >/dev/null 2>&1 || made=1
-  KEEL_DEMO_PORT="${KEEL_DEMO_PORT:-18080}" scripts/demo.sh || rc=$?
+  KEEL_DEMO_PORT="${KEEL_DEMO_PORT:-18080}" KEEL_DEMO_TLS_PORT="${KEEL_DEMO_TLS_PORT:-18443}" scripts/demo.sh || rc=$?
   if [ $made = 1 ]; then docker rm -f keel-demo >/dev/null; fi
   return $rc
 }

@@ -20,7 +20,7 @@ HOST = "keel-input-test-nonexistent"
 
 GOOD_VARS = {
     "app_repo": "https://git.mysite.test/app.git",
-    "app_domains": ["www.mysite.test", "mysite.test"],
+    "app_domains": ["www.mysite.net", "mysite.net"],
     "vault_app_secret_key": "Zq8-" * 16,
     "vault_db_password": "db-password-0123456789",
     "vault_redis_password": "redis-password-0123456789",
@@ -52,7 +52,7 @@ def without(key: str) -> dict:
 CASES = [
     pytest.param(without("app_repo"), (HOST,), "missing required arguments: app_repo", id="missing-app_repo"),
     pytest.param(
-        {**GOOD_VARS, "app_domains": ["www.mysite.test", "not a host!"]}, (HOST,), "not a host!", id="bad-domain"
+        {**GOOD_VARS, "app_domains": ["www.mysite.net", "not a host!"]}, (HOST,), "not a host!", id="bad-domain"
     ),
     pytest.param(
         {**GOOD_VARS, "app_domains": ["www.example.com"]}, (HOST,), "www.example.com", id="placeholder-domain"
@@ -67,6 +67,27 @@ CASES = [
     pytest.param(
         {**GOOD_VARS, "redis_maxmemory_policy": "evict-everything"}, (HOST,), "redis_maxmemory_policy", id="bad-choice"
     ),
+    pytest.param(
+        {**GOOD_VARS, "app_domains": ["mysite.net", "shop.mysite.test", "10.0.0.5", "intranet"]},
+        (HOST,),
+        "no public CA issues certificates for shop.mysite.test, 10.0.0.5, intranet",
+        id="letsencrypt-private-domain",
+    ),
+    pytest.param(
+        {**GOOD_VARS, "app_domains": ["shop.mysite.test"]},
+        (HOST,),
+        "set tls_mode: selfsigned",
+        id="suggests-selfsigned",
+    ),
+    pytest.param({**GOOD_VARS, "certbot_email": "ops at mysite"}, (HOST,), "certbot_email is not an email", id="email"),
+    pytest.param(
+        {**GOOD_VARS, "certbot_acme_server": "http://acme.mysite.net/dir"},
+        (HOST,),
+        "certbot_acme_server must be the https:// URL of an ACME directory",
+        id="acme-url",
+    ),
+    pytest.param({**GOOD_VARS, "certbot_key_type": "dsa"}, (HOST,), "certbot_key_type", id="key-type"),
+    pytest.param({**GOOD_VARS, "tls_mode": "on"}, (HOST,), "tls_mode", id="tls-mode"),
 ]
 
 
@@ -79,8 +100,17 @@ def test_bad_input_is_refused_before_any_host_changes(tmp_path, variables, beat_
     assert FIRST_CHANGING_PLAY not in output, "a play that changes hosts started"
 
 
-def test_good_input_passes_the_checks(tmp_path):
-    run = provision(write_inventory(tmp_path, GOOD_VARS))
+@pytest.mark.parametrize(
+    "variables",
+    [
+        GOOD_VARS,
+        {**GOOD_VARS, "tls_mode": "selfsigned", "app_domains": ["shop.mysite.test", "localhost"]},
+        {**GOOD_VARS, "certbot_email": "ops@mysite.net", "certbot_acme_server": "https://acme.internal:14000/dir"},
+    ],
+    ids=["letsencrypt", "selfsigned-private-domains", "email-and-private-acme"],
+)
+def test_good_input_passes_the_checks(tmp_path, variables):
+    run = provision(write_inventory(tmp_path, variables))
     output = run.stdout + run.stderr
     # The checks pass; the run then stops because the host does not exist.
     assert FIRST_CHANGING_PLAY in output, output[-3000:]

@@ -3,7 +3,7 @@
 Each phase runs the real playbook (ansible-playbook deploy.yml / rollback.yml
 from the repository root, against this scenario's inventory) while
 scripts/loadgen.py sends requests through nginx to the test container, and
-only to it. Every phase must see at least MIN_REQUESTS requests and not one
+only to it, over HTTPS. Every phase must see at least MIN_REQUESTS requests and not one
 non-2xx answer or connection error. The tests run in file order: each phase
 starts from the state the previous one left.
 """
@@ -24,7 +24,7 @@ sys.path.insert(0, str(PROJECT / "scripts"))
 from loadgen import LoadGenerator  # noqa: E402
 
 APP = "keelapp"
-DOMAIN = "keelapp.test"
+DOMAIN = "keelapp.net"  # the certificate is Pebble's: see ../molecule.yml
 ROOT = f"/srv/{APP}"
 WORK = "/root/keel-work"
 MIN_REQUESTS = 1000
@@ -87,7 +87,8 @@ class Site:
 
     def under_load(self, name, *extra_vars):
         """Run a playbook while the load generator runs; (playbook result, load result)."""
-        load = LoadGenerator(self.address, DOMAIN, self.paths, threads=4, max_requests=100_000, max_seconds=900)
+        load = LoadGenerator(self.address, DOMAIN, self.paths, threads=4, max_requests=100_000, max_seconds=900,
+                             https=True)  # fmt: skip
         load.start()
         started = time.monotonic()
         result = self.playbook(name, *extra_vars)

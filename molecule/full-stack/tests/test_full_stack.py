@@ -9,7 +9,7 @@ import json
 import pytest
 
 APP = "keelapp"
-DOMAIN = "keelapp.test"
+DOMAIN = "keelapp.net"
 SERVICES = [
     "nginx",
     "postgresql@{version}-main",
@@ -25,7 +25,14 @@ APP_UNITS = [f"{APP}-gunicorn", f"{APP}-celery-worker", f"{APP}-celery-beat"]
 
 
 def get(host, path, host_header=DOMAIN, extra=""):
-    """An HTTP request through nginx on the host: status line, headers and body."""
+    """An HTTPS request through nginx on the host, for the name as SNI and Host: status line, headers and body."""
+    return host.run(
+        f"curl -sk -i --max-time 10 --resolve {host_header}:443:127.0.0.1 {extra} https://{host_header}{path}"
+    )
+
+
+def get_plain(host, path, host_header=DOMAIN, extra=""):
+    """The same over plain HTTP."""
     return host.run(f"curl -s -i --max-time 10 -H 'Host: {host_header}' {extra} http://127.0.0.1{path}")
 
 
@@ -54,7 +61,7 @@ def test_gunicorn_socket_is_for_nginx_and_the_app_only(host):
 
 def test_app_answers_ready_through_nginx(host):
     response = get(host, "/readyz")
-    assert response.stdout.startswith("HTTP/1.1 200"), response.stdout
+    assert response.stdout.startswith("HTTP/2 200"), response.stdout  # HTTP/2 over TLS
     body = json.loads(response.stdout.split("\r\n\r\n", 1)[1])
     live = json.loads(host.file(f"/srv/{APP}/current/release.json").content_string)
     assert body["status"] == "ready" and body["release"] == live["release"]
@@ -62,8 +69,10 @@ def test_app_answers_ready_through_nginx(host):
 
 
 def test_unknown_host_header_gets_no_answer(host):
-    response = get(host, "/", host_header="attacker.test")
+    response = get_plain(host, "/", host_header="attacker.test")
     assert response.rc == 52, response.stdout  # curl: empty reply (nginx's 444)
+    response = get(host, "/", host_header="attacker.test")
+    assert response.rc == 35, response.stdout  # curl: TLS handshake refused, no certificate shown
 
 
 def test_nginx_sends_security_headers_and_hides_its_version(host):
@@ -72,6 +81,9 @@ def test_nginx_sends_security_headers_and_hides_its_version(host):
     assert "x-content-type-options: nosniff" in headers
     assert headers.count("x-frame-options: deny") == 1
     assert "referrer-policy: same-origin" in headers
+    # nginx's HSTS replaces the app's (which asks for includeSubDomains and preload: opt-in in Keel).
+    assert headers.count("strict-transport-security:") == 1
+    assert "strict-transport-security: max-age=63072000\r\n" in headers + "\r\n"
 
 
 def hashed_css_url(host):
@@ -81,24 +93,33 @@ def hashed_css_url(host):
 
 
 def test_plain_http_is_redirected_to_https_even_if_the_client_claims_otherwise(host):
-    response = get(host, "/", extra="-H 'X-Forwarded-Proto: https'")
-    assert response.stdout.startswith("HTTP/1.1 301")
-    assert f"location: https://{DOMAIN}/" in response.stdout.lower()
+    for path in ("/", "/readyz", "/static/x.css", "/_keel/release.json"):
+        response = get_plain(host, path, extra="-H 'X-Forwarded-Proto: https'")
+        assert response.stdout.startswith("HTTP/1.1 308"), response.stdout
+        assert f"location: https://{DOMAIN}{path}\r\n" in response.stdout.lower()
+
+
+def test_the_acme_path_is_served_over_http_without_a_redirect(host):
+    host.run("echo token > /var/www/keel-acme/.well-known/acme-challenge/keel-test")
+    response = get_plain(host, "/.well-known/acme-challenge/keel-test")
+    # A name not yet in the site's server (just added to app_domains) too.
+    newcomer = get_plain(host, "/.well-known/acme-challenge/keel-test", host_header="shop.keelapp.net")
+    host.run("rm -f /var/www/keel-acme/.well-known/acme-challenge/keel-test")
+    for answer in (response, newcomer):
+        assert answer.stdout.startswith("HTTP/1.1 200") and answer.stdout.endswith("token\n"), answer.stdout
 
 
 def test_hashed_static_files_are_cached_for_a_year(host):
     css = hashed_css_url(host)
     assert css.startswith("/static/guestbook/style.") and css.endswith(".css"), css
     response = get(host, css)
-    assert response.stdout.startswith("HTTP/1.1 200")
+    assert response.stdout.startswith("HTTP/2 200")
     assert "cache-control: public, max-age=31536000, immutable" in response.stdout.lower()
     assert "x-content-type-options: nosniff" in response.stdout.lower()
 
 
 def test_text_responses_are_gzipped(host):
-    headers = host.check_output(
-        f"curl -s -o /dev/null -D - -H 'Host: {DOMAIN}' -H 'Accept-Encoding: gzip' http://127.0.0.1{hashed_css_url(host)}"
-    )
+    headers = get(host, hashed_css_url(host), extra="-o /dev/null -D - -H 'Accept-Encoding: gzip'").stdout
     assert "content-encoding: gzip" in headers.lower()
 
 
@@ -165,7 +186,7 @@ def test_celery_worker_stops_warmly(host):
 def test_env_file_is_readable_by_the_app_user_only(host):
     env = host.file(f"/srv/{APP}/shared/env")
     assert env.user == APP and env.mode == 0o600
-    assert 'ALLOWED_HOSTS="keelapp.test,www.keelapp.test"' in env.content_string
+    assert 'ALLOWED_HOSTS="keelapp.net,www.keelapp.net"' in env.content_string
 
 
 def test_app_user_cannot_log_in(host):
