@@ -45,7 +45,7 @@ def test_the_security_suite_that_prepare_removed_is_back_and_apt_reads_it(host):
     sources = host.file("/etc/apt/sources.list.d/keel-security.sources").content_string
     assert f"Suites: {codename}-security" in sources
     policy = host.check_output("apt-cache policy")
-    assert f"a={codename}-security" in policy and "l=Debian-Security" in policy, policy
+    assert f"n={codename}-security" in policy and "l=Debian-Security" in policy, policy
 
 
 def test_unattended_upgrades_accepts_its_configuration(host):
