@@ -67,6 +67,14 @@ deploy: setup ## Deploy: make deploy ENV=prod [VERSION=<branch, tag or commit>]
 rollback: setup ## Roll back to the previous release: make rollback ENV=prod [RELEASE=<id>]
 	ansible-playbook rollback.yml -i inventories/$(ENV) $(if $(RELEASE),-e release=$(RELEASE))
 
+.PHONY: backup
+backup: setup ## Back up the database and media now: make backup ENV=prod
+	ansible-playbook backup.yml -i inventories/$(ENV)
+
+.PHONY: restore
+restore: setup ## Restore a backup: make restore ENV=prod [BACKUP=<name>] CONFIRM=yes
+	ansible-playbook restore.yml -i inventories/$(ENV) $(if $(BACKUP),-e backup=$(BACKUP)) -e confirm=$(CONFIRM)
+
 .PHONY: demo
 demo: setup ## Provision a local container as the VPS, deploy app/ to it, print the URL
 	scripts/demo.sh

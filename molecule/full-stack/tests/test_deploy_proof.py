@@ -99,6 +99,12 @@ class Site:
             record.write(f"{phase} (exit {result.returncode}, {seconds:.1f} s): {outcome.summary()}\n")
         return result, outcome
 
+    def newest_backup(self, label):
+        """The manifest of the newest backup with this label (keel-backup, the backup role)."""
+        listing = json.loads(self.run(f"/usr/local/sbin/keel-backup --config /etc/keel/backup-{APP}.json --quiet list"))
+        name = next(backup["name"] for backup in listing["backups"] if backup["label"] == label)
+        return json.loads(self.run(f"cat /var/backups/keel/{APP}/{name}/manifest.json"))
+
     def django(self, code):
         """Python in the live release, as the app user, with the app's environment."""
         return self.run(
@@ -262,17 +268,19 @@ def test_rollback_can_unapply_the_migrations_of_the_release_it_leaves(site):
         '    operations = [migrations.AddField("note", "mood", models.CharField(max_length=20, blank=True))]\\n'
     )
     site.commit("Add a field", f"printf '{migration}' > app/guestbook/migrations/0002_note_mood.py")
+    left = site.live()["release"]
     result = site.playbook("deploy.yml", "deploy_keep_releases=2")
     assert_succeeded(result)
     applied = "SELECT count(*) FROM django_migrations WHERE name = '0002_note_mood'"
     psql = f"runuser -u postgres -- psql -d {APP} -tAc"
     assert site.run(f'{psql} "{applied}"') == "1"
-    release = site.live()["release"]
-    assert site.host.file(f"/var/backups/{APP}/pre-deploy-{release}.dump").exists
+    # Dumped first, among the backups that restore.yml lists, with the release that was live.
+    assert site.newest_backup("pre-deploy")["release"] == left
     # Pruned to the newest 2 (the live one and the one before it), and their virtualenvs only.
     assert len(site.releases()) == 2
     assert len(site.venvs()) == len({site.run(f"readlink {ROOT}/releases/{r}/.venv") for r in site.releases()})
 
+    left = site.live()["release"]
     result = site.playbook("rollback.yml", "rollback_migrations=true")
     assert_succeeded(result)
     assert site.run(f'{psql} "{applied}"') == "0"
@@ -280,4 +288,4 @@ def test_rollback_can_unapply_the_migrations_of_the_release_it_leaves(site):
         "SELECT count(*) FROM information_schema.columns WHERE table_name = 'guestbook_note' AND column_name = 'mood'"
     )
     assert site.run(f'{psql} "{column}"') == "0"
-    assert site.host.file(f"/var/backups/{APP}/pre-rollback-{site.live()['release']}.dump").exists
+    assert site.newest_backup("pre-rollback")["release"] == left
