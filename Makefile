@@ -38,8 +38,16 @@ test-matrix: setup ## make test, with every scenario on Debian 12 and 13
 	KEEL_MATRIX=all scripts/test.sh
 
 .PHONY: lint
-lint: setup ## The static checks only (yamllint, ansible-lint, ruff, syntax)
+lint: setup ## The static checks only (yamllint, ansible-lint, ruff, docs, syntax): no host, no database
 	scripts/test.sh lint
+
+.PHONY: test-playbooks
+test-playbooks: setup ## The playbooks' refusals of bad input, and the unit tests of Keel's scripts
+	scripts/test.sh playbooks
+
+.PHONY: test-app
+test-app: setup ## The reference app's tests (installs and starts PostgreSQL and Redis here)
+	scripts/test.sh app
 
 .PHONY: molecule
 molecule: setup ## Molecule scenarios only: make molecule [SCENARIO=common]

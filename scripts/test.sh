@@ -5,7 +5,12 @@
 # tests, and proves every role on real systemd hosts with Molecule.
 #
 #   scripts/test.sh                  everything
-#   scripts/test.sh lint             the static checks only
+#   scripts/test.sh lint             the static checks only: nothing runs a
+#                                    playbook, a host or a database
+#   scripts/test.sh playbooks        the playbooks' input checks and the unit
+#                                    tests of Keel's scripts (tests/)
+#   scripts/test.sh app              the reference app's tests, on a real
+#                                    PostgreSQL and Redis it installs
 #   scripts/test.sh molecule [NAME]  Molecule scenarios only (all, or NAME...)
 #   scripts/test.sh demo             `make demo` in a container made for it
 #
@@ -137,7 +142,13 @@ lint_steps() {
   run_step inventories check_inventories
   run_step readme-variables python scripts/role-docs.py --check
   run_step syntax-check syntax_check_playbooks
+}
+
+playbook_steps() {
   run_step playbook-input-tests pytest -q tests
+}
+
+app_steps() {
   if [ -f app/Makefile ]; then
     run_step app-tests app_tests
   fi
@@ -174,11 +185,13 @@ molecule_steps() {
 }
 
 case "$what" in
-  all) lint_steps; molecule_steps; [ ${#only_scenarios[@]} -gt 0 ] || run_step demo demo_test ;;
+  all) lint_steps; playbook_steps; app_steps; molecule_steps; [ ${#only_scenarios[@]} -gt 0 ] || run_step demo demo_test ;;
   lint) lint_steps ;;
+  playbooks) playbook_steps ;;
+  app) app_steps ;;
   molecule) molecule_steps ;;
   demo) run_step demo demo_test ;;
-  *) echo "usage: scripts/test.sh [all|lint|molecule [SCENARIO...]|demo]" >&2; exit 2 ;;
+  *) echo "usage: scripts/test.sh [all|lint|playbooks|app|molecule [SCENARIO...]|demo]" >&2; exit 2 ;;
 esac
 
 echo
