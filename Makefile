@@ -5,6 +5,8 @@ SHELL := /bin/bash
 VENV := .venv
 PYTHON ?= python3
 ENV ?= local
+# The inventory the host commands use: an environment's folder, or any path.
+INVENTORY ?= inventories/$(ENV)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
@@ -64,24 +66,44 @@ vault: setup ## Create inventories/$(ENV)'s encrypted vault with random secrets
 	$(VENV)/bin/python scripts/vault-init.py $(ENV)
 
 .PHONY: provision
-provision: setup ## ansible-playbook provision.yml -i inventories/$(ENV)
-	ansible-playbook provision.yml -i inventories/$(ENV)
+provision: setup ## Provision the hosts: make provision ENV=prod
+	ansible-playbook provision.yml -i $(INVENTORY)
 
 .PHONY: deploy
 deploy: setup ## Deploy: make deploy ENV=prod [VERSION=<branch, tag or commit>]
-	ansible-playbook deploy.yml -i inventories/$(ENV) $(if $(VERSION),-e app_version=$(VERSION))
+	ansible-playbook deploy.yml -i $(INVENTORY) $(if $(VERSION),-e app_version=$(VERSION))
 
 .PHONY: rollback
 rollback: setup ## Roll back to the previous release: make rollback ENV=prod [RELEASE=<id>]
-	ansible-playbook rollback.yml -i inventories/$(ENV) $(if $(RELEASE),-e release=$(RELEASE))
+	ansible-playbook rollback.yml -i $(INVENTORY) $(if $(RELEASE),-e release=$(RELEASE))
 
 .PHONY: backup
 backup: setup ## Back up the database and media now: make backup ENV=prod
-	ansible-playbook backup.yml -i inventories/$(ENV)
+	ansible-playbook backup.yml -i $(INVENTORY)
 
 .PHONY: restore
 restore: setup ## Restore a backup: make restore ENV=prod [BACKUP=<name>] CONFIRM=yes
-	ansible-playbook restore.yml -i inventories/$(ENV) $(if $(BACKUP),-e backup=$(BACKUP)) -e confirm=$(CONFIRM)
+	ansible-playbook restore.yml -i $(INVENTORY) $(if $(BACKUP),-e backup=$(BACKUP)) -e confirm=$(CONFIRM)
+
+.PHONY: status
+status: setup ## Each host's release, units, site, certificate, last backup, disk and memory: make status ENV=prod
+	ansible-playbook status.yml -i $(INVENTORY)
+
+.PHONY: logs
+logs: setup ## The app's logs across hosts: make logs ENV=prod [UNIT=web|worker|beat|nginx|postgresql] [SINCE=...] [FOLLOW=1]
+	$(VENV)/bin/python scripts/keel-host.py -i $(INVENTORY) logs $(if $(UNIT),--unit=$(UNIT)) $(if $(SINCE),--since="$(SINCE)") $(if $(LINES),--lines=$(LINES)) $(if $(FOLLOW),--follow)
+
+.PHONY: manage
+manage: setup ## manage.py on the first web host, as the app runs it: make manage ENV=prod CMD="createsuperuser"
+	$(VENV)/bin/python scripts/keel-host.py -i $(INVENTORY) manage $(if $(HOST),--host=$(HOST)) -- $(CMD)
+
+.PHONY: shell
+shell: setup ## The Django shell on the first web host: make shell ENV=prod
+	$(VENV)/bin/python scripts/keel-host.py -i $(INVENTORY) manage $(if $(HOST),--host=$(HOST)) -- shell
+
+.PHONY: dbshell
+dbshell: setup ## psql on the app's database, as the app connects: make dbshell ENV=prod
+	$(VENV)/bin/python scripts/keel-host.py -i $(INVENTORY) manage $(if $(HOST),--host=$(HOST)) -- dbshell
 
 .PHONY: demo
 demo: setup ## Provision a local container as the VPS, deploy app/ to it, print the URL

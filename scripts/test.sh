@@ -70,7 +70,7 @@ check_collections() {
 
 syntax_check_playbooks() {
   local playbook env rc=0
-  for playbook in provision deploy rollback backup restore; do
+  for playbook in provision deploy rollback backup restore status; do
     for env in local prod staging; do
       echo "--- $playbook.yml -i inventories/$env"
       ansible-playbook --syntax-check "$playbook.yml" -i "inventories/$env" || rc=1
