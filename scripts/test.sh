@@ -140,7 +140,7 @@ lint_steps() {
   run_step ruff-format ruff format --check .
   run_step collections check_collections
   run_step inventories check_inventories
-  run_step readme-variables python scripts/role-docs.py --check
+  run_step role-readmes python scripts/role-docs.py --check
   run_step syntax-check syntax_check_playbooks
 }
 
