@@ -10,6 +10,7 @@ self-signed certificate, the project's own HTTPS redirect on): anything but a
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -125,6 +126,23 @@ def test_the_environment_file_speaks_the_names_the_project_reads(site):
     assert wanted <= names
     assert "SECRET_KEY" not in names
     assert env.count("c00kie-pr0j-t3st") == 1, "the secret is written once"
+
+
+def test_an_overridden_database_name_and_role_are_followed_end_to_end(site):
+    """keel_test.yml names the database cookie_data and its role cookie_owner."""
+    env = site.run(f"cat {ROOT}/shared/env")
+    assert re.search(r'^DATABASE_URL="postgres://cookie_owner:[^@]+@[^/]+/cookie_data"$', env, re.M), env
+    owners = site.run(
+        "runuser -u postgres -- psql -XAtq -c \"SELECT datname || ':' || pg_get_userbyid(datdba) FROM pg_database "
+        "WHERE datname IN ('cookie_data', 'cookieproj')\""
+    )
+    assert owners.split() == ["cookie_data:cookie_owner"]
+    # The first deploy had migrations to apply: its pre-deploy dump is of cookie_data, checked and listed.
+    listing = site.run(f"/usr/local/sbin/keel-backup --config /etc/keel/backup-{APP}.json --quiet list")
+    pre_deploy = [backup for backup in json.loads(listing)["backups"] if backup["label"] == "pre-deploy"]
+    assert pre_deploy, listing
+    contents = site.run(f"pg_restore --list /var/backups/keel/{APP}/{pre_deploy[0]['name']}/database.dump")
+    assert "dbname: cookie_data" in contents
 
 
 def test_an_upload_lands_in_shared_media_inside_the_sandbox_and_nginx_serves_it(site):
