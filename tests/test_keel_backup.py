@@ -7,6 +7,8 @@ import importlib.util
 import json
 import os
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from conftest import REPO
@@ -177,3 +179,34 @@ def test_a_run_prunes_by_retention_and_removes_what_a_killed_run_left(media_stor
     # Two days kept, and of four weeks only two have a backup: the oldest is kept as well (as restic does).
     assert result["pruned"] == [name(21)]
     assert sorted(os.listdir(backups)) == [name(20), name(22), name(23)]
+
+
+@needs_zstd
+def test_a_failure_is_posted_to_the_webhook_as_json(media_store):
+    config_path, media, _ = media_store
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers["Content-Length"])
+            received.append((self.headers["Content-Type"], json.loads(self.rfile.read(length))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = json.loads(config_path.read_text())
+        config["alert"] = {"webhook": f"http://127.0.0.1:{server.server_port}/keel"}
+        config_path.write_text(json.dumps(config))
+        shutil.rmtree(media)
+        assert keel(config_path, "run", "--name=20261123T031700Z-manual") == keel_backup.EXIT_FAILED
+    finally:
+        server.shutdown()
+    assert len(received) == 1, received
+    kind, body = received[0]
+    assert kind == "application/json" and body["host"] == "web1" and body["backup"] == "20261123T031700Z-manual"
+    assert body["text"].startswith("keel-backup failed on web1 for ") and "does not exist" in body["error"]
