@@ -45,6 +45,7 @@ import os
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.formatters import bytes_to_human as size_text
 
 UNIT_PROPERTIES = ("ActiveState", "SubState", "NRestarts", "LoadState")
 
@@ -158,14 +159,6 @@ def certificate_lines(report, path, min_days, now):
     days = (not_after.replace(tzinfo=datetime.UTC) - now).days
     text = f"{days} days left (until {not_after:%Y-%m-%d})"
     report.add("certificate", text, f"it expires in {days} days" if days < min_days else None)
-
-
-def size_text(size):
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"
 
 
 def backup_lines(report, argv, max_age_hours, now):
