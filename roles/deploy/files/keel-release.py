@@ -20,12 +20,10 @@ import json
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-RELEASE_ID = re.compile(r"[0-9]{14}-[0-9a-f]+")
 ENV_LINE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)=(?:"((?:[^"\\]|\\.)*)"|(.*))\s*$')
 
 
@@ -211,50 +209,9 @@ def unapply(args) -> dict:
     return {"unapplied_to": dict(steps)}
 
 
-def prune(args) -> dict:
-    """Remove all but the newest --keep releases (never the live one or the
-    one before it), then the virtualenvs that no remaining release uses.
-
-    What goes is renamed into a trash folder at once (a later deploy can never
-    find half of it), and a detached process deletes the trash, so the deploy
-    does not wait for thousands of files to go.
-    """
-    root = Path(args.root)
-    releases = sorted(p.name for p in (root / "releases").iterdir() if p.is_dir() and RELEASE_ID.fullmatch(p.name))
-    live = os.readlink(root / "current").rsplit("/", 1)[-1] if (root / "current").is_symlink() else ""
-    older = [release for release in releases if release < live]
-    protected = {live, older[-1] if older else ""}
-    removed = [r for r in releases[: max(len(releases) - args.keep, 0)] if r not in protected]
-    kept = set(releases) - set(removed)
-    used = {
-        os.readlink(root / "releases" / release / ".venv").rsplit("/", 1)[-1]
-        for release in kept
-        if (root / "releases" / release / ".venv").is_symlink()
-    }
-    unused = [venv.name for venv in (root / "venvs").glob("*") if venv.is_dir() and venv.name not in used]
-    trash = root / f".trash-{os.getpid()}"
-    trash.mkdir()
-    for release in removed:
-        os.rename(root / "releases" / release, trash / f"release-{release}")
-        print(f"removed release {release}")
-    for name in unused:
-        os.rename(root / "venvs" / name, trash / f"venv-{name}")
-        print(f"removed virtualenv {name}")
-    for leftover in (root / "releases").glob(".*.tar.gz"):
-        leftover.unlink()
-    subprocess.Popen(
-        ["rm", "-rf", "--", str(trash)],
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return {}
-
-
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env-file", type=Path, help="the app's environment file (every step but prune)")
+    parser.add_argument("--env-file", type=Path, help="the app's environment file")
     steps = parser.add_subparsers(dest="step", required=True)
     build_step = steps.add_parser("build")
     build_step.add_argument("--state-file", required=True)
@@ -273,17 +230,11 @@ def parse_args(argv):
     ping_step.add_argument("--timeout", type=float, default=30)
     unapply_step = steps.add_parser("unapply")
     unapply_step.add_argument("--state-file", required=True)
-    prune_step = steps.add_parser("prune")
-    prune_step.add_argument("--root", required=True)
-    prune_step.add_argument("--keep", required=True, type=int)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.step == "prune":
-        prune(args)
-        return 0
     step = {"build": build, "migrate": migrate, "probe": probe, "ping": ping, "unapply": unapply}[args.step]
     try:
         if args.env_file is None:

@@ -1,0 +1,208 @@
+"""keel_release (the deploy role's release folder module) on a temporary app folder, with real git and tar:
+the lock, creating a release from a commit or an archive, listing, the switch and pruning."""
+
+import json
+import os
+import subprocess
+import tarfile
+import threading
+
+import pytest
+from conftest import load_module
+
+keel_release = load_module("keel_release")
+ReleaseError = keel_release.ReleaseError
+
+
+def release_id(n, sha="abc1234"):
+    return f"202611230000{n:02d}-{sha}"
+
+
+def make_release(layout, n, venv="venv-a", complete=True):
+    """A release as the deploy leaves it: code, release.json, migrations state, and a linked virtualenv."""
+    name = release_id(n)
+    path = layout.release(name)
+    os.makedirs(os.path.join(path, "app"))
+    os.makedirs(os.path.join(layout.venvs_dir, venv), exist_ok=True)
+    os.symlink(os.path.join(layout.venvs_dir, venv), os.path.join(path, ".venv"))
+    if complete:
+        open(os.path.join(layout.venvs_dir, venv, ".keel-complete"), "w").close()
+        for marker in ("release.json", ".keel-migrations.json"):
+            with open(os.path.join(path, marker), "w") as stream:
+                json.dump({"release": name}, stream)
+    return name
+
+
+@pytest.fixture
+def layout(tmp_path):
+    os.makedirs(tmp_path / "releases")
+    os.makedirs(tmp_path / "venvs")
+    return keel_release.Layout(str(tmp_path))
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A git repository with one commit holding app/manage.py, and its bare cache as the deploy keeps it."""
+    work = tmp_path / "work"
+    (work / "app").mkdir(parents=True)
+    (work / "app" / "manage.py").write_text("print('manage')\n")
+    git = ["git", "-c", "user.name=Keel", "-c", "user.email=keel@example.test", "-C", str(work)]
+    subprocess.run([*git, "init", "--quiet", "--initial-branch=main"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "First"], check=True)
+    cache = tmp_path / "repo.git"
+    subprocess.run(["git", "clone", "--quiet", "--mirror", str(work), str(cache)], check=True)
+    sha = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    return str(cache), sha
+
+
+def test_the_lock_is_exclusive_and_names_its_owner(layout):
+    assert keel_release.take_lock(layout, "ops@laptop, since 2026-11-23T10:00:00Z, deploying abc")["changed"]
+    with pytest.raises(ReleaseError, match=r"another deploy holds the lock on this host \(ops@laptop, since"):
+        keel_release.take_lock(layout, "ci@runner")
+    assert keel_release.release_lock(layout) == {"changed": True}
+    assert keel_release.release_lock(layout) == {"changed": False}
+    assert keel_release.take_lock(layout, "ci@runner")["changed"]
+
+
+def test_a_stale_lock_is_reported_then_broken_when_asked(layout):
+    os.mkdir(layout.lock)  # a killed deploy's, without its owner file
+    with pytest.raises(ReleaseError, match=r"\(owner unknown\).*deploy_break_lock=true"):
+        keel_release.take_lock(layout, "ops")
+    keel_release.take_lock(layout, "ops", break_lock=True)
+    with open(os.path.join(layout.lock, "owner")) as stream:
+        assert stream.read() == "ops\n"
+
+
+def test_a_release_is_created_from_a_commit_of_the_cache(layout, repo):
+    cache, sha = repo
+    name = release_id(1, sha[:7])
+    assert keel_release.create(layout, name, "git", "app", repo_cache=cache, sha=sha)["changed"]
+    with open(os.path.join(layout.release(name), "app", "manage.py")) as stream:
+        assert stream.read() == "print('manage')\n"
+
+
+def test_a_commit_without_manage_py_where_it_is_expected_leaves_nothing(layout, repo):
+    cache, sha = repo
+    with pytest.raises(ReleaseError, match=r"has no manage.py in src \(app_django_dir\)"):
+        keel_release.create(layout, release_id(1), "git", "src", repo_cache=cache, sha=sha)
+    assert os.listdir(layout.releases_dir) == []
+
+
+def test_an_unknown_commit_leaves_nothing(layout, repo):
+    cache, _ = repo
+    with pytest.raises(ReleaseError, match="git archive of 0123456789ab failed"):
+        keel_release.create(layout, release_id(1), "git", "app", repo_cache=cache, sha="0123456789abcdef")
+    assert os.listdir(layout.releases_dir) == []
+
+
+def test_a_release_is_created_from_a_shipped_archive_which_is_then_removed(layout, tmp_path):
+    source = tmp_path / "src" / "app"
+    source.mkdir(parents=True)
+    (source / "manage.py").write_text("")
+    archive = os.path.join(layout.releases_dir, f".{release_id(1)}.tar.gz")
+    with tarfile.open(archive, "w:gz") as stream:
+        stream.add(source, arcname="app")
+    keel_release.create(layout, release_id(1), "archive", "app", archive=archive)
+    assert os.path.isfile(os.path.join(layout.release(release_id(1)), "app", "manage.py"))
+    assert not os.path.exists(archive)
+
+
+def test_a_damaged_archive_leaves_nothing(layout):
+    archive = os.path.join(layout.releases_dir, f".{release_id(1)}.tar.gz")
+    with open(archive, "wb") as stream:
+        stream.write(b"not gzip")
+    with pytest.raises(ReleaseError, match="cannot be unpacked"):
+        keel_release.create(layout, release_id(1), "archive", "app", archive=archive)
+    assert os.listdir(layout.releases_dir) == []
+
+
+def test_create_refuses_what_it_cannot_use(layout):
+    with pytest.raises(ReleaseError, match="is not a release id"):
+        keel_release.create(layout, "../escape", "git", repo_cache="/x", sha="abc")
+    with pytest.raises(ReleaseError, match="needs repo_cache and sha"):
+        keel_release.create(layout, release_id(1), "git")
+    with pytest.raises(ReleaseError, match=r"the archive /nowhere\.tar\.gz is missing"):
+        keel_release.create(layout, release_id(1), "archive", archive="/nowhere.tar.gz")
+
+
+def test_the_listing_names_the_live_release_the_previous_one_and_the_complete_ones(layout):
+    first, second = make_release(layout, 1), make_release(layout, 2)
+    third = make_release(layout, 3, venv="venv-b", complete=False)
+    os.mkdir(os.path.join(layout.releases_dir, "not-a-release"))
+    assert keel_release.run({"action": "list", "root": layout.root}) == {
+        "changed": False, "live": "", "previous": "",
+        "releases": [first, second, third], "complete": [first, second],
+    }  # fmt: skip
+    keel_release.switch(layout, second)
+    state = keel_release.run({"action": "list", "root": layout.root})
+    assert (state["live"], state["previous"]) == (second, first)
+
+
+def test_switching_to_a_missing_or_incomplete_release_is_refused_and_changes_nothing(layout):
+    live = make_release(layout, 1)
+    incomplete = make_release(layout, 2, venv="venv-b", complete=False)
+    keel_release.switch(layout, live)
+    for wanted in (incomplete, release_id(9)):
+        with pytest.raises(ReleaseError, match=rf"Release {wanted} is not on this host, or is incomplete. "
+                                               rf"Releases that can go live: {live}\."):  # fmt: skip
+            keel_release.switch(layout, wanted)
+        assert layout.live() == live
+
+
+def test_the_switch_is_atomic_current_always_names_a_whole_release(layout):
+    releases = [make_release(layout, n) for n in (1, 2)]
+    keel_release.switch(layout, releases[0])
+    seen, done = set(), threading.Event()
+
+    def watch():
+        while not done.is_set():
+            try:
+                seen.add(os.path.basename(os.readlink(layout.current)))
+            except OSError:
+                seen.add("no current")
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    for turn in range(300):
+        assert keel_release.switch(layout, releases[(turn + 1) % 2])["changed"]
+    done.set()
+    watcher.join()
+    assert seen == set(releases)
+    assert keel_release.switch(layout, releases[0]) == {"changed": False, "was": releases[0]}
+
+
+def test_prune_keeps_the_live_and_previous_releases_and_their_virtualenvs(layout):
+    old = [make_release(layout, n, venv=f"venv-{n}") for n in range(1, 7)]
+    keel_release.switch(layout, old[1])  # rolled back far: the live one is the second oldest
+    open(os.path.join(layout.releases_dir, f".{release_id(9)}.tar.gz"), "w").close()
+    os.mkdir(os.path.join(layout.venvs_dir, "venv-orphan"))
+    result = keel_release.prune(layout, keep=2)
+    assert layout.releases() == [old[0], old[1], old[4], old[5]]
+    assert sorted(os.listdir(layout.venvs_dir)) == ["venv-1", "venv-2", "venv-5", "venv-6"]
+    assert (
+        result["changed"] and "release " + old[2] in result["removed"] and "virtualenv venv-orphan" in result["removed"]
+    )
+    assert not [name for name in os.listdir(layout.releases_dir) if name.endswith(".tar.gz")]
+    assert keel_release.prune(layout, keep=2) == {"changed": False, "removed": []}
+
+
+def test_prune_needs_room_for_the_live_release_and_the_one_before_it(layout):
+    with pytest.raises(ReleaseError, match="at least 2"):
+        keel_release.prune(layout, keep=1)
+
+
+def test_run_dispatches_each_action_and_reports_the_live_release(layout, repo):
+    cache, sha = repo
+    params = {"root": layout.root, "owner": "ops", "break_lock": False, "release": release_id(1, sha[:7]),
+              "source": "git", "repo_cache": cache, "sha": sha, "archive": None, "django_dir": "app",
+              "keep": 5}  # fmt: skip
+    assert keel_release.run(dict(params, action="lock"))["changed"]
+    assert keel_release.run(dict(params, action="create"))["changed"]
+    assert keel_release.run(dict(params, action="prune")) == {
+        "changed": False,
+        "removed": [],
+        "live": "",
+        "previous": "",
+    }
+    assert keel_release.run(dict(params, action="unlock"))["changed"]
