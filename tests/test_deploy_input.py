@@ -14,8 +14,8 @@ from test_provision_input import GOOD_VARS, write_inventory
 
 REPO = Path(__file__).resolve().parent.parent
 FIRST_HOST_TASK = {
-    "deploy.yml": "TASK [deploy : Read which release is live on this host",
-    "rollback.yml": "TASK [deploy : List the releases on this host that can go live again",
+    "deploy.yml": "TASK [deploy : Take the deploy lock, read which release is live, and fetch",
+    "rollback.yml": "TASK [deploy : Take the deploy lock and list the releases on this host",
 }
 
 
@@ -37,6 +37,15 @@ CASES = [
     pytest.param("deploy.yml", ['{"deploy_shared_links": ["../etc"]}'], "not ../etc", id="shared-link-escapes"),
     pytest.param("deploy.yml", ["app_media_link=/var/media"], "not /var/media", id="absolute-media-link"),
     pytest.param("deploy.yml", ["app_dependencies=poetry"], "app_dependencies", id="unknown-dependency-tool"),
+    pytest.param(
+        "deploy.yml", ['{"deploy_hooks": {"biuld_after": ["hooks/x.yml"]}}'], "biuld_after", id="misspelt-hook"
+    ),
+    pytest.param(
+        "rollback.yml",
+        ['{"deploy_hooks": {"rollback_afterr": ["hooks/x.yml"]}}'],
+        "rollback_afterr",
+        id="misspelt-rollback-hook",
+    ),
 ]
 
 

@@ -1,9 +1,12 @@
 """keel_release (the deploy role's release folder module) on a temporary app folder, with real git and tar:
 the lock, creating a release from a commit or an archive, listing, the switch and pruning."""
 
+import base64
+import io
 import json
 import os
 import subprocess
+import sys
 import tarfile
 import threading
 
@@ -108,6 +111,24 @@ def test_a_release_is_created_from_a_shipped_archive_which_is_then_removed(layou
     assert not os.path.exists(archive)
 
 
+def test_a_release_is_created_from_an_archive_given_inline(layout, tmp_path):
+    source = tmp_path / "src" / "app"
+    source.mkdir(parents=True)
+    (source / "manage.py").write_text("inline")
+    archive = tmp_path / "packed.tar.gz"
+    with tarfile.open(archive, "w:gz") as stream:
+        stream.add(source, arcname="app")
+    content = base64.b64encode(archive.read_bytes()).decode()
+    keel_release.create(layout, release_id(1), "inline", "app", content=content)
+    with open(os.path.join(layout.release(release_id(1)), "app", "manage.py")) as stream:
+        assert stream.read() == "inline"
+    with pytest.raises(ReleaseError, match="archive_content is not base64"):
+        keel_release.create(layout, release_id(2), "inline", "app", content="not base64!")
+    with pytest.raises(ReleaseError, match="the shipped archive cannot be unpacked"):
+        keel_release.create(layout, release_id(3), "inline", "app", content=base64.b64encode(b"no tar").decode())
+    assert layout.releases() == [release_id(1)]
+
+
 def test_a_damaged_archive_leaves_nothing(layout):
     archive = os.path.join(layout.releases_dir, f".{release_id(1)}.tar.gz")
     with open(archive, "wb") as stream:
@@ -196,7 +217,7 @@ def test_run_dispatches_each_action_and_reports_the_live_release(layout, repo):
     cache, sha = repo
     params = {"root": layout.root, "owner": "ops", "break_lock": False, "release": release_id(1, sha[:7]),
               "source": "git", "repo_cache": cache, "sha": sha, "archive": None, "django_dir": "app",
-              "keep": 5}  # fmt: skip
+              "keep": 5, "shared_links": [], "archive_content": ""}  # fmt: skip
     assert keel_release.run(dict(params, action="lock"))["changed"]
     assert keel_release.run(dict(params, action="create"))["changed"]
     assert keel_release.run(dict(params, action="prune")) == {
@@ -206,3 +227,172 @@ def test_run_dispatches_each_action_and_reports_the_live_release(layout, repo):
         "previous": "",
     }
     assert keel_release.run(dict(params, action="unlock"))["changed"]
+
+
+def commit_to(work, message, files):
+    git = ["git", "-c", "user.name=Keel", "-c", "user.email=keel@example.test", "-C", str(work)]
+    for name, text in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(text)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", message], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_start_takes_the_lock_then_reads_the_live_release_and_fetches_and_resolves(layout, repo, tmp_path):
+    cache, first = repo
+    live = make_release(layout, 1)
+    keel_release.switch(layout, live)
+    env_file = tmp_path / "env"
+    env_file.write_text("")
+    second = commit_to(tmp_path / "work", "Second", {"app/views.py": ""})
+    result = keel_release.start(layout, "ops", env_file=str(env_file), repo_url=str(tmp_path / "work"),
+                                repo_cache=cache, version="main")  # fmt: skip
+    assert result == {"changed": False, "locked": True, "live_release": {"release": live}, "sha": second}
+    assert os.path.isdir(layout.lock)
+    assert keel_release.resolve(cache, first[:10]) == first
+
+
+def test_start_clones_the_cache_the_first_time(layout, repo, tmp_path):
+    _, sha = repo
+    cache = os.path.join(layout.root, "repo.git")
+    result = keel_release.start(layout, "ops", repo_url=str(tmp_path / "work"), repo_cache=cache, version="main")
+    assert result["sha"] == sha and result["live_release"] == {}
+    assert os.path.isfile(os.path.join(cache, "HEAD"))
+
+
+def test_start_in_check_mode_takes_no_lock(layout, repo):
+    cache, sha = repo
+    assert keel_release.start(layout, "ops", repo_cache=cache, version=sha, check_mode=True)["locked"] is False
+    assert not os.path.exists(layout.lock)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"version": "no-such-branch"},
+            r"app_version 'no-such-branch' is not a branch, tag or commit of .*"
+            r"Nothing was changed on this host",
+        ),
+        ({"repo_url": "/nowhere/repo.git", "version": "main"}, r"fetching /nowhere/repo.git failed: .*"),
+    ],
+)
+def test_start_releases_the_lock_it_took_when_it_fails(layout, repo, kwargs, message):
+    cache, _ = repo
+    with pytest.raises(ReleaseError, match=message):
+        keel_release.start(layout, "ops", repo_cache=cache, **kwargs)
+    assert not os.path.exists(layout.lock)
+
+
+def test_start_refuses_an_unprovisioned_host_and_a_held_lock(layout, tmp_path):
+    with pytest.raises(ReleaseError, match=r"/no/env is missing: run provision.yml for this host first"):
+        keel_release.start(layout, "ops", env_file="/no/env")
+    assert not os.path.exists(layout.lock)
+    keel_release.take_lock(layout, "alice, deploying")
+    with pytest.raises(ReleaseError, match=r"another deploy holds the lock on this host \(alice, deploying\)"):
+        keel_release.start(layout, "bob")
+
+
+def test_a_damaged_live_release_json_reads_as_nothing_live(layout):
+    live = make_release(layout, 1)
+    keel_release.switch(layout, live)
+    for content in ("not json", "[1, 2]"):
+        with open(os.path.join(layout.release(live), "release.json"), "w") as stream:
+            stream.write(content)
+        assert keel_release.read_live_release(layout) == {}
+
+
+def test_create_links_the_shared_paths_seeding_shared_from_the_first_release(layout, repo, tmp_path):
+    cache, _ = repo
+    work = tmp_path / "work"
+    sha = commit_to(work, "Media", {"app/media/logo.png": "png", "app/settings.ini": "[x]"})
+    subprocess.run(["git", f"--git-dir={cache}", "fetch", "--quiet", str(work), "+main:main"], check=True)
+    shared = tmp_path / "shared"
+    links = [["app/media", str(shared / "media")], ["app/settings.ini", str(shared / "settings.ini")],
+             ["app/uploads/cache", str(shared / "uploads" / "cache")]]  # fmt: skip
+    first = release_id(1, sha[:7])
+    keel_release.create(layout, first, "git", "app", repo_cache=cache, sha=sha, shared_links=links)
+    code = layout.release(first)
+    assert os.readlink(os.path.join(code, "app", "media")) == str(shared / "media")
+    assert (shared / "media" / "logo.png").read_text() == "png" and (shared / "settings.ini").read_text() == "[x]"
+    assert (shared / "uploads" / "cache").is_dir() and os.path.islink(os.path.join(code, "app", "uploads", "cache"))
+    (shared / "media" / "upload.jpg").write_text("jpg")  # the app writes; the next release ships its own copy
+    second = release_id(2, sha[:7])
+    keel_release.create(layout, second, "git", "app", repo_cache=cache, sha=sha, shared_links=links)
+    assert sorted(os.listdir(os.path.join(layout.release(second), "app", "media"))) == ["logo.png", "upload.jpg"]
+
+
+def test_a_shared_path_outside_the_release_leaves_nothing(layout, repo, tmp_path):
+    cache, sha = repo
+    with pytest.raises(ReleaseError, match=r"the shared path \.\./escape is not inside the release"):
+        keel_release.create(layout, release_id(1), "git", "app", repo_cache=cache, sha=sha,
+                            shared_links=[["../escape", str(tmp_path / "shared")]])  # fmt: skip
+    assert os.listdir(layout.releases_dir) == []
+
+
+def test_go_live_without_units_switches_and_keeps_the_link_the_app_folders(layout):
+    first, second = make_release(layout, 1), make_release(layout, 2)
+    assert keel_release.go_live(layout, first)["web"] == "nothing"
+    result = keel_release.go_live(layout, second)
+    assert (result["changed"], result["was"], layout.live()) == (True, first, second)
+    assert os.lstat(layout.current).st_uid == os.stat(layout.root).st_uid
+
+
+def test_start_and_go_live_through_run(layout, repo):
+    cache, sha = repo
+    release = make_release(layout, 1)
+    params = {"action": "start", "root": layout.root, "owner": "ops", "break_lock": False, "env_file": "",
+              "repo_url": "", "repo_cache": cache, "version": sha}  # fmt: skip
+    state = keel_release.run(params)
+    assert (state["sha"], state["locked"], state["complete"]) == (sha, True, [release])
+    params = {"action": "go_live", "root": layout.root, "release": release, "web_units": [], "celery_units": [],
+              "reload_web": True, "django_dir": "app"}  # fmt: skip
+    assert keel_release.run(params)["live"] == release
+
+
+def test_go_live_names_the_web_unit_that_does_not_start_with_its_journal(layout):
+    first = make_release(layout, 1)
+    with pytest.raises(ReleaseError, match=rf"(?s)keel-no-such-unit.service does not start on release {first} \(.+\)\. "
+                                           r"Its last lines:\n."):  # fmt: skip
+        keel_release.go_live(layout, first, web_units=["keel-no-such-unit.service"], reload_web=True)
+    # The switch is done: the play switches back (revert.yml), knowing which release was live.
+    assert layout.live() == first
+
+
+def test_go_live_reports_celery_units_that_cannot_be_restarted(layout):
+    first = make_release(layout, 1)
+    with pytest.raises(ReleaseError, match=rf"keel-no-such-worker.service cannot be restarted on release {first}"):
+        keel_release.go_live(layout, first, celery_units=["keel-no-such-worker.service"])
+
+
+def test_gunicorn_is_not_reloaded_when_systemd_cannot_show_it(layout):
+    assert keel_release.reloads("keel-no-such-unit.service", layout.root, seconds=0.1) is False
+
+
+def module(tmp_path, args, check_mode=False):
+    """main() as Ansible runs it, given its arguments as JSON: (its JSON answer)."""
+    from ansible.module_utils import basic
+
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}}))
+    basic._ANSIBLE_ARGS = None  # AnsibleModule reads its arguments once per process
+    argv, stdout = sys.argv, sys.stdout
+    sys.argv, sys.stdout = ["keel_release.py", str(args_file)], io.StringIO()
+    try:
+        with pytest.raises(SystemExit):
+            keel_release.main()
+        return json.loads(sys.stdout.getvalue())
+    finally:
+        sys.argv, sys.stdout = argv, stdout
+
+
+def test_the_module_answers_ansible_in_json(layout, tmp_path):
+    first = make_release(layout, 1)
+    listing = module(tmp_path, {"action": "list", "root": layout.root})
+    assert (listing["complete"], listing["live"], listing["changed"]) == ([first], "", False)
+    refused = module(tmp_path, {"action": "switch", "root": layout.root, "release": release_id(9)})
+    assert refused["failed"] and "is not on this host, or is incomplete" in refused["msg"]
+    skipped = module(tmp_path, {"action": "switch", "root": layout.root, "release": first}, check_mode=True)
+    assert skipped["skipped"] and layout.live() == ""
+    assert module(tmp_path, {"action": "switch", "root": layout.root, "release": first})["live"] == first

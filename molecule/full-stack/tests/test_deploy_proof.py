@@ -64,6 +64,9 @@ class Site:
     def live(self):
         return json.loads(self.run(f"cat {ROOT}/current/release.json"))
 
+    def gunicorn_master(self):
+        return self.run(f"systemctl show --property=MainPID --value {APP}-gunicorn.service")
+
     def releases(self):
         return sorted(self.run(f"ls -1 {ROOT}/releases").split())
 
@@ -152,7 +155,7 @@ def wait_for_jobs(site, ids):
 
 
 def test_code_only_deploy_drops_no_request_and_runs_queued_tasks_once(site):
-    before = site.live()
+    before, master = site.live(), site.gunicorn_master()
     sha = site.commit("Change a page", "echo '<!-- a new version -->' >> app/guestbook/templates/guestbook/home.html")
     jobs = site.queue_jobs(20)
     result, load = site.under_load("deploy.yml")
@@ -163,10 +166,15 @@ def test_code_only_deploy_drops_no_request_and_runs_queued_tasks_once(site):
     assert live["requirements_hash"] == before["requirements_hash"], "same requirements, same virtualenv"
     assert load.releases[0] == before["release"] and load.releases[-1] == live["release"], load.summary()
     assert wait_for_jobs(site, jobs) == str([("done", 1)] * len(jobs))
+    # Same virtualenv: gunicorn was reloaded, not restarted. Its master stays, and every
+    # worker is a new one, in the new release's code.
+    assert site.gunicorn_master() == master
+    for worker in site.run(f"pgrep -P {master}").split():
+        assert site.run(f"readlink /proc/{worker}/cwd") == f"{ROOT}/releases/{live['release']}/app"
 
 
 def test_deploy_with_changed_requirements_runs_a_new_interpreter(site):
-    before = site.live()
+    before, master = site.live(), site.gunicorn_master()
     site.commit("Add a dependency", "echo 'idna==3.10' >> app/requirements.txt")
     result, load = site.under_load("deploy.yml")
     assert_succeeded(result)
@@ -174,6 +182,7 @@ def test_deploy_with_changed_requirements_runs_a_new_interpreter(site):
     live = site.live()
     assert live["requirements_hash"] != before["requirements_hash"]
     assert live["requirements_hash"] in site.venvs()
+    assert site.gunicorn_master() != master, "a new virtualenv: gunicorn restarted"
     # The gunicorn workers run from the new virtualenv: a HUP would have kept the old one.
     worker = site.run(f"pgrep -u {APP} -f 'gunicorn' | tail -n 1")
     assert f"venvs/{live['requirements_hash']}/" in site.run(f"grep -m1 site-packages /proc/{worker}/maps || true")

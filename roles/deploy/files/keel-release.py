@@ -3,7 +3,7 @@
 The deploy role feeds this file on stdin to the release's own Python, as the
 app user, from the folder of manage.py (nothing is installed for it):
 
-    python keel-release.py --env-file ENV build --state-file F
+    python keel-release.py --env-file ENV build --state-file F [--metadata JSON] [--probe-host H ...]
     python keel-release.py --env-file ENV migrate
     python keel-release.py --env-file ENV probe --host H --release ID [--path /]
     python keel-release.py --env-file ENV ping --app CELERY_APP
@@ -74,7 +74,8 @@ def pending_migrations() -> list[str]:
 
 
 def build(args) -> dict:
-    """check --deploy, collectstatic, and the release's migration state."""
+    """check --deploy, collectstatic, and the release's migration state (main() wrote release.json). With
+    --probe-host and no migration pending, the probe too, in the same process: the schema it needs is live."""
     from django.conf import settings
     from django.core.management import call_command
     from django.core.management.base import SystemCheckError
@@ -90,7 +91,17 @@ def build(args) -> dict:
     carried = carry_static_files(Path(args.carry_static_from)) if args.carry_static_from else 0
     state = {"migrations": code_leaves()}
     Path(args.state_file).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    return {"pending": pending_migrations(), "static_files_carried": carried, **state}
+    result = {"pending": pending_migrations(), "static_files_carried": carried, **state}
+    if args.probe_host and not result["pending"]:
+        result["probe"] = probe(args)
+    return result
+
+
+def write_release_json(path: Path, metadata: dict) -> None:
+    """What the release is and who deployed it: written whole, then renamed into place."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    partial.replace(path)
 
 
 def carry_static_files(live_code: Path) -> int:
@@ -141,9 +152,9 @@ def probe(args) -> dict:
     from django.test import Client
     from django.urls import Resolver404, resolve
 
-    client = Client(HTTP_HOST=args.host)
+    client = Client(HTTP_HOST=args.probe_host)
     found = {}
-    for name, path in (("readyz", args.readyz), ("version", args.version)):
+    for name, path in (("readyz", args.probe_readyz), ("version", args.probe_version)):
         try:
             found[name] = bool(path) and resolve(path.split("?")[0]) is not None
         except Resolver404:
@@ -155,19 +166,20 @@ def probe(args) -> dict:
         except Exception as error:  # the view's own error, whatever its type: the real cause
             raise DeployStepError(f"{path} raised {type(error).__name__}: {error}") from error
 
-    response = get(args.path)
+    response = get(args.probe_path)
     if not 200 <= response.status_code < 400:
-        raise DeployStepError(f"{args.path} answered {response.status_code}: {answer_text(response)}")
+        raise DeployStepError(f"{args.probe_path} answered {response.status_code}: {answer_text(response)}")
     if found["readyz"]:
-        response = get(args.readyz)
+        response = get(args.probe_readyz)
         if response.status_code != 200:
-            raise DeployStepError(f"{args.readyz} answered {response.status_code}: {answer_text(response)}")
+            raise DeployStepError(f"{args.probe_readyz} answered {response.status_code}: {answer_text(response)}")
     if found["version"]:
-        response = get(args.version)
+        response = get(args.probe_version)
         served = response.json().get("release") if response.status_code == 200 else None
         if served != args.release:
             raise DeployStepError(
-                f"{args.version} answered {response.status_code} reporting release {served!r}, not {args.release!r}"
+                f"{args.probe_version} answered {response.status_code} reporting release {served!r}, "
+                f"not {args.release!r}"
             )
     return {"readyz": found["readyz"], "version": found["version"]}
 
@@ -209,6 +221,14 @@ def unapply(args) -> dict:
     return {"unapplied_to": dict(steps)}
 
 
+def add_probe_arguments(step, required):
+    step.add_argument("--probe-host", required=required, help="the site's name, for the probe's Host header")
+    step.add_argument("--release", required=required, help="the release id /version must report")
+    step.add_argument("--probe-path", default="/", help="must answer 2xx or 3xx")
+    step.add_argument("--probe-readyz", default="/readyz", help="asked if the app routes it")
+    step.add_argument("--probe-version", default="/version", help="asked if the app routes it")
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-file", type=Path, help="the app's environment file")
@@ -217,13 +237,10 @@ def parse_args(argv):
     build_step.add_argument("--state-file", required=True)
     build_step.add_argument("--carry-static-from", help="the live release's folder of manage.py")
     build_step.add_argument("--silence", action="append", default=[], help="a check id to silence (repeat)")
+    build_step.add_argument("--metadata", help="release.json's content, as JSON, written beside the state file")
+    add_probe_arguments(build_step, required=False)
     steps.add_parser("migrate")
-    probe_step = steps.add_parser("probe")
-    probe_step.add_argument("--host", required=True)
-    probe_step.add_argument("--release", required=True)
-    probe_step.add_argument("--path", default="/", help="must answer 2xx or 3xx")
-    probe_step.add_argument("--readyz", default="/readyz", help="asked if the app routes it")
-    probe_step.add_argument("--version", default="/version", help="asked if the app routes it")
+    add_probe_arguments(steps.add_parser("probe"), required=True)
     ping_step = steps.add_parser("ping")
     ping_step.add_argument("--app", required=True, help="the Celery app, as for celery -A")
     ping_step.add_argument("--node", default=f"worker@{socket.gethostname()}")
@@ -239,6 +256,9 @@ def main(argv=None) -> int:
     try:
         if args.env_file is None:
             raise DeployStepError("--env-file is required")
+        if getattr(args, "metadata", None):
+            # Before Django starts: an app may read its release.json once, as it imports (/version).
+            write_release_json(Path(args.state_file).parent / "release.json", json.loads(args.metadata))
         boot_django(args.env_file)
         result = step(args)
     except DeployStepError as error:
