@@ -16,6 +16,14 @@ README's recipe: its first deploy with uv and an empty cache, and deploys with
 changed dependencies. `scripts/bench.py --only any-project` measures that part
 alone and rewrites only its section of docs/benchmarks.md.
 
+`--only deploy` measures deploy speed over SSH, as users run it, and over
+`docker exec` beside it: Keel's code-only deploy (git and controller modes), a
+deploy with changed requirements and a rollback, against the tutorials' naive
+script on an identical host, all under the same load. The figure is the time
+from the command's start until the site (through nginx) answers with the new
+release, and the time until the command returns beside it; the table's
+breakdown comes from profile_tasks.
+
 `--only backups` times keel-backup on keel-bench (provisioned and deployed
 first if it is not): backup, restore and dump size for a database of
 BACKUP_ROWS rows, and pg_dump's compression choices.
@@ -26,9 +34,11 @@ import json
 import os
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +63,15 @@ ANY_SCENARIO = REPO / "molecule" / "any-project"
 ANY_APP, ANY_DOMAIN, ANY_BARE = "cookieproj", "cookieproj.test", "/var/lib/keel-test/cookieproj.git"
 ANY_MARKERS = ("<!-- any-project -->", "<!-- /any-project -->")
 BACKUP_MARKERS = ("<!-- backups -->", "<!-- /backups -->")
+DEPLOY_MARKERS = ("<!-- deploy-speed -->", "<!-- /deploy-speed -->")
+SSH_USER = "bench"
+SSH_KEY = CACHE / "ssh" / "id_ed25519"
+# One SSH connection per host, kept open between commands (as ansible.cfg
+# does for Ansible): the naive script's ssh gets the same advantage.
+SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+               "-o", "ControlMaster=auto", "-o", "ControlPersist=300s",
+               "-o", f"ControlPath={CACHE}/ssh/%C"]  # fmt: skip
+CONTROLLER_REPO = CACHE / "controller-app"
 BACKUP_ROWS = 1_000_000
 # A section measured by the tests, not by this script: kept as it is.
 TLS_MARKERS = ("<!-- tls -->", "<!-- /tls -->")
@@ -115,10 +134,11 @@ def on(host, script, check=True):
     return run(["docker", "exec", host, "bash", "-c", script], check=check).stdout.strip()
 
 
-def inventory(host):
+def inventory(host, ssh=False):
     """A one-host inventory: the local environment's settings and vault, or for
-    keel-bench-any, the any-project scenario's (the README's recipe)."""
-    folder = CACHE / f"inventory-{host}"
+    keel-bench-any, the any-project scenario's (the README's recipe). ssh:
+    reach the host over SSH as SSH_USER (sudo), not through docker exec."""
+    folder = CACHE / f"inventory-{host}{'-ssh' if ssh else ''}"
     (folder / "group_vars").mkdir(parents=True, exist_ok=True)
     if host == "keel-bench-any":
         links = {"all.yml": ANY_SCENARIO / "inventory" / "group_vars" / "all.yml",
@@ -129,18 +149,33 @@ def inventory(host):
         if not (folder / "group_vars" / name).exists():
             (folder / "group_vars" / name).symlink_to(target)
     groups = {name: {"hosts": {host: None}} for name in ("web", "worker", "beat", "db", "cache")}
-    hosts = {"local": {"vars": {"ansible_connection": "community.docker.docker"}, "children": groups}}
+    connection = {"ansible_connection": "community.docker.docker"}
+    if ssh:
+        connection = {
+            "ansible_connection": "ssh",
+            "ansible_host": address_of(host),
+            "ansible_user": SSH_USER,
+            "ansible_ssh_private_key_file": str(SSH_KEY),
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        }
+    hosts = {"local": {"vars": connection, "children": groups}}
     (folder / "hosts.yml").write_text(json.dumps(hosts, indent=2))
     return folder
 
 
-def playbook(host, name, *extra_vars, check=True):
+def address_of(host):
+    return run(
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", host]
+    ).stdout.strip()
+
+
+def playbook(host, name, *extra_vars, check=True, ssh=False, env=None):
     """Run a playbook on one container: (seconds, changed count, result)."""
-    command = ["ansible-playbook", "-i", str(inventory(host)), name]
+    command = ["ansible-playbook", "-i", str(inventory(host, ssh)), name]
     for assignment in extra_vars:
         command += ["-e", assignment]
     started = time.monotonic()
-    result = run(command, check=check)
+    result = run(command, check=check, env={**os.environ, **(env or {})})
     seconds = time.monotonic() - started
     changed = sum(int(n) for n in re.findall(r"\bchanged=(\d+)", result.stdout.split("PLAY RECAP")[-1]))
     return seconds, changed, result
@@ -362,6 +397,277 @@ def any_project_section(report):
     return "\n".join(lines)
 
 
+def ssh_admin(host):
+    """SSH_USER on the host, with the bench's key and passwordless sudo (common_admin_users)."""
+    if not SSH_KEY.exists():
+        SSH_KEY.parent.mkdir(parents=True, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "keel-bench", "-f", str(SSH_KEY)])
+    admins = CACHE / "ssh" / "admins.json"
+    key = SSH_KEY.with_suffix(".pub").read_text().strip()
+    admins.write_text(json.dumps({"common_admin_users": [{"name": SSH_USER, "ssh_keys": [key]}]}))
+    return f"@{admins}"
+
+
+def over_ssh(host, script):
+    """The script as root on the host, over SSH as SSH_USER with sudo, as a user runs a deploy script."""
+    command = ["ssh", *SSH_OPTIONS, "-i", str(SSH_KEY), f"{SSH_USER}@{address_of(host)}", "sudo", "bash", "-s"]
+    return run(command, input=script)
+
+
+class Watcher:
+    """Polls the site's home page through nginx until it shows (or, for a rollback, stops showing) a
+    marker: the moment the new release answers. Only the host under test is asked."""
+
+    def __init__(self, address, marker, present=True, domain=DOMAIN):
+        self.client = LoadGenerator(address, domain, [MARKER_PATH], https=True)
+        self.marker, self.present = marker.encode(), present
+        self.seen_at = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self):
+        while not self._stop.is_set():
+            status, body = self.client.request(MARKER_PATH)
+            if status == 200 and (self.marker in body) == self.present:
+                self.seen_at = time.monotonic()
+                return
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._thread.join(timeout=30)
+        self._stop.set()
+
+    @property
+    def seconds(self):
+        return (self.seen_at - self.started) if self.seen_at else float("nan")
+
+
+def measured(address, marker, action, present=True, paths=None):
+    """Under load, run action(); (seconds until the site answers with the new release, seconds until action
+    returned, the load's result)."""
+    load = LoadGenerator(address, DOMAIN, paths or ["/version", "/healthz", "/readyz"], threads=4,
+                         max_requests=20_000, max_seconds=900, rate=LOAD_RATE, https=True)  # fmt: skip
+    load.start()
+    with Watcher(address, marker, present) as watcher:
+        action()
+        returned = time.monotonic() - watcher.started
+    return watcher.seconds, returned, load.stop(min_requests=MIN_REQUESTS)
+
+
+def marker(name):
+    return f"change {name}"
+
+
+MARKER_PATH = "/bench-marker"
+MARKER_FILE = "app/keelapp/urls.py"
+
+
+def marker_script(name):
+    """Shell that makes the app answer MARKER_PATH with this change's marker: Python code, so that a running
+    process answers the old one until it loads the new code (a template would be read anew from disk)."""
+    line = (f'from django.http import HttpResponse as _R; urlpatterns += [path("{MARKER_PATH[1:]}", '
+            f'lambda request: _R("{marker(name)}"))]  # bench-marker')  # fmt: skip
+    return f"sed -i '/# bench-marker$/d' {MARKER_FILE}; echo {shlex.quote(line)} >> {MARKER_FILE}"
+
+
+def controller_repository():
+    """For deploy_source controller: a checkout of app/ on this machine, with its own commits."""
+    run(["rm", "-rf", str(CONTROLLER_REPO)])
+    CONTROLLER_REPO.mkdir(parents=True)
+    run(["tar", "-cf", str(CACHE / "controller-app.tar"), "--exclude=__pycache__", "--exclude=staticfiles",
+         "--exclude=.coverage", "--exclude=.venv", "app"])  # fmt: skip
+    run(["tar", "-xf", str(CACHE / "controller-app.tar"), "-C", str(CONTROLLER_REPO)])
+    git = ["git", "-C", str(CONTROLLER_REPO), "-c", "user.name=bench", "-c", "user.email=bench@keel"]
+    run([*git, "init", "-q", "-b", "main"])
+    run([*git, "add", "-A"])
+    run([*git, "commit", "-qm", "First version"])
+    return git
+
+
+def deploy_speed(report):
+    """Keel against the naive script, over SSH (docker exec beside it), under the same load."""
+    admins = ssh_admin("keel-bench")
+    say("provisioning keel-bench and keel-naive, each with an SSH administrator")
+    addresses = {}
+    for host in ("keel-bench", "keel-naive"):
+        addresses[host] = container(host)
+        playbook(host, "provision.yml", admins)
+        give_repository(host)
+        playbook(host, "deploy.yml", *BENCH_VARS, "deploy_force=true", ssh=True)
+    breakdown = {}
+
+    def keel(name, *extra, ssh=True, profile=""):
+        """A Keel playbook on keel-bench; with profile, its tasks' times are kept under that label."""
+        env = {"PROFILE_TASKS_TASK_OUTPUT_LIMIT": "100", "PROFILE_TASKS_SORT_ORDER": "none"} if profile else None
+        seconds, _, result = playbook("keel-bench", name, *extra, ssh=ssh, env=env)
+        if profile:
+            breakdown[f"{profile} (`{name} {' '.join(extra)}`)"] = profile_lines(result.stdout)
+        return seconds
+
+    rows = {}
+
+    def phase(label, host, change, action, present=True):
+        answers, returns, failed, sent, kinds = [], [], [], [], {}
+        for number in range(RUNS):
+            name = change(number)
+            answer, returned, load = measured(addresses[host], marker(name), lambda n=number: action(n), present)
+            answers.append(answer)
+            returns.append(returned)
+            failed.append(load.failed)
+            sent.append(load.sent)
+            for kind, count in load.failures.items():
+                kinds[kind] = kinds.get(kind, 0) + count
+        rows[label] = statistics.median(answers)
+        report.add(f"{label}: until the new release answers", answers, "s")
+        report.add(f"{label}: until the command returns", returns, "s")
+        what = ", ".join(f"{kind}: {count}" for kind, count in kinds.items())
+        report.add(f"{label}: failed requests", failed, "", "0", lambda m: m == 0,
+                   f"of {sum(sent)} sent" + (f"; {what}" if what else ""))  # fmt: skip
+
+    def code(host):
+        def change(number):
+            name = f"{host}-{time.time_ns()}"
+            commit(host, f"Change {name}", marker_script(name))
+            return name
+
+        return change
+
+    last = RUNS - 1
+    phase(
+        "Keel code-only deploy, git mode, over SSH",
+        "keel-bench",
+        code("keel-bench"),
+        lambda n: keel("deploy.yml", *BENCH_VARS, profile="Code-only deploy, git mode" if n == last else ""),
+    )
+    phase("Keel code-only deploy, git mode, over docker exec", "keel-bench", code("keel-bench"),
+          lambda n: keel("deploy.yml", *BENCH_VARS, ssh=False))  # fmt: skip
+
+    git = controller_repository()
+    keel("deploy.yml", "deploy_source=controller", f"app_repo={CONTROLLER_REPO}")
+
+    def controller_change(number):
+        name = f"controller-{time.time_ns()}"
+        run(["bash", "-c", f"cd {CONTROLLER_REPO} && {marker_script(name)}"])
+        run([*git, "commit", "-qam", f"Change {name}"])
+        return name
+
+    phase("Keel code-only deploy, controller mode, over SSH", "keel-bench", controller_change,
+          lambda n: keel("deploy.yml", "deploy_source=controller", f"app_repo={CONTROLLER_REPO}",
+                         profile="Code-only deploy, controller mode" if n == last else ""))  # fmt: skip
+    keel("deploy.yml", *BENCH_VARS, "deploy_force=true")
+
+    def requirements(number):
+        name = f"requirements-{time.time_ns()}"
+        version = ["3.10", "3.9", "3.8", "3.7", "3.6"][number % 5]
+        commit("keel-bench", f"Requirements {name}",
+               f"sed -i '/^idna==/d' app/requirements.txt; echo 'idna=={version}' >> app/requirements.txt; "
+               + marker_script(name))  # fmt: skip
+        return name
+
+    phase(
+        "Keel deploy with changed requirements (uv), over SSH",
+        "keel-bench",
+        requirements,
+        lambda n: keel("deploy.yml", *BENCH_VARS, profile="Deploy with changed requirements" if n == last else ""),
+    )
+
+    def rollback_change(number):
+        name = code("keel-bench")(number)
+        keel("deploy.yml", *BENCH_VARS)
+        return name
+
+    phase("Keel rollback, over SSH", "keel-bench", rollback_change,
+          lambda n: keel("rollback.yml", profile="Rollback" if n == last else ""), present=False)  # fmt: skip
+
+    say("setting up keel-naive: the tutorials' layout beside Keel's")
+    naive_setup("keel-naive")
+    phase("Naive script, over SSH", "keel-naive", code("keel-naive"), lambda n: over_ssh("keel-naive", NAIVE_SCRIPT))
+    run(["docker", "rm", "-f", "keel-naive"], check=False)
+    return rows, breakdown
+
+
+def naive_setup(host):
+    """The tutorials' layout on a host Keel deployed: a git clone, a virtualenv, and a gunicorn that binds its
+    own socket, in place of Keel's."""
+    on(
+        host,
+        f"set -e; cd /srv/{APP}; rm -rf naive; runuser -u {APP} -- git clone -q {BARE} naive\n"
+        f"runuser -u {APP} -- python3 -m venv naive/.venv\n"
+        f"runuser -u {APP} -- naive/.venv/bin/pip install -q -r naive/app/requirements.txt\n"
+        f'echo \'{{"release": "naive", "sha": "naive"}}\' > naive/release.json\n'
+        f"set -a; . shared/env; set +a\n"
+        f"runuser -u {APP} --preserve-environment -- naive/.venv/bin/python naive/app/manage.py"
+        " collectstatic -v0 --noinput\n"
+        f"ln -sfn naive current\n"
+        f"systemctl disable --now {APP}-gunicorn.socket {APP}-gunicorn.service\n"
+        f"cat > /etc/systemd/system/naive-gunicorn.service <<'UNIT'\n{NAIVE_UNIT}UNIT\n"
+        f"systemctl daemon-reload; systemctl enable --now naive-gunicorn; sleep 2\n"
+        f"systemctl restart {APP}-celery-worker {APP}-celery-beat",
+    )
+
+
+def profile_lines(stdout):
+    """profile_tasks' lines: (task, seconds), in the order the tasks ran."""
+    recap = stdout.split("TASKS RECAP", 1)[-1]
+    lines = []
+    for match in re.finditer(r"^(.+?) -{2,} ?(\d+\.\d+)s$", re.sub(r"\n\s+(?=[^\n]*-{2,})", " ", recap), re.M):
+        lines.append((match.group(1).strip(), float(match.group(2))))
+    return lines
+
+
+def deploy_speed_section(report, rows, breakdown):
+    commit_id = run(["git", "rev-parse", "--short", "HEAD"]).stdout.strip()
+    naive = rows["Naive script, over SSH"]
+    keel = rows["Keel code-only deploy, git mode, over SSH"]
+    goals = [
+        ("Code-only deploy, git mode, against the naive script", f"{keel / naive:.2f} times", "≤ 1.0 times",
+         keel <= naive),
+        ("Controller mode, more than git mode",
+         f"{rows['Keel code-only deploy, controller mode, over SSH'] - keel:+.1f} s", "≤ +1 s",
+         rows["Keel code-only deploy, controller mode, over SSH"] - keel <= 1),
+        ("Rollback", f"{rows['Keel rollback, over SSH']:.1f} s", "≤ 3 s", rows["Keel rollback, over SSH"] <= 3),
+        ("Deploy with changed requirements", f"{rows['Keel deploy with changed requirements (uv), over SSH']:.1f} s",
+         "≤ 12 s", rows["Keel deploy with changed requirements (uv), over SSH"] <= 12),
+    ]  # fmt: skip
+    lines = [
+        DEPLOY_MARKERS[0],
+        "## Deploy speed, over SSH",
+        "",
+        f"Measured by `scripts/bench.py --only deploy` at commit {commit_id}: keel-bench and keel-naive, two "
+        "identical Debian 13 containers provisioned with inventories/local, reached over SSH as an administrator "
+        "with sudo (common_admin_users), one connection kept open between commands, as ansible.cfg does; "
+        f"docker exec beside it. Load: {LOAD_RATE} requests/s over HTTPS through nginx during each run. "
+        "`until the new release answers`: from the command's start until the site through nginx answers with "
+        "the change, at a URL whose answer the change's Python code sets (the issue's metric); "
+        "`until the command returns`: Keel's gate (the Celery units settle 5 s and the worker answers a ping), "
+        "pruning and the lock's release come after that moment. "
+        "The naive script is the tutorials' `git pull; pip install; migrate; collectstatic; systemctl restart`, "
+        "its gunicorn binding its own socket, run with `ssh host sudo bash -s`.",
+        "",
+        "| Goal | Measured | Target | |",
+        "|---|---|---|---|",
+        *(f"| {what} | {value} | {target} | {'met' if met else '**missed**'} |" for what, value, target, met in goals),
+        "",
+        "| What | Median | Runs | Target | |",
+        "|---|---|---|---|---|",
+        *report.lines(),
+        "",
+    ]
+    for name, tasks in breakdown.items():
+        lines += [f"Where the time goes: {name}, the last run, task by task (profile_tasks; tasks under 0.05 s "
+                  "are summed in the last row):", "",
+                  "| Task | Seconds |", "|---|---|"]  # fmt: skip
+        lines += [f"| {task} | {seconds:.2f} |" for task, seconds in tasks if seconds >= 0.05]
+        lines += [f"| every other task (under 0.05 s each) | {sum(s for _, s in tasks if s < 0.05):.2f} |", ""]
+    lines += [DEPLOY_MARKERS[1], ""]
+    return "\n".join(lines)
+
+
 def write_section(markers, section):
     """Put a section into docs/benchmarks.md, in place of its old one."""
     text = REPORT.read_text() if REPORT.exists() else "# Benchmarks\n"
@@ -475,9 +781,14 @@ def backups_section(report):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["any-project", "backups"], help="measure only this part")
+    parser.add_argument("--only", choices=["any-project", "backups", "deploy"], help="measure only this part")
     only = parser.parse_args().only
     CACHE.mkdir(parents=True, exist_ok=True)
+    if only == "deploy":
+        deploy_report = Report()
+        rows, breakdown = deploy_speed(deploy_report)
+        write_section(DEPLOY_MARKERS, deploy_speed_section(deploy_report, rows, breakdown))
+        return
     if only == "backups":
         backup_report = Report()
         backups(backup_report)
@@ -559,21 +870,7 @@ def main():
     playbook("keel-naive", "provision.yml")
     give_repository("keel-naive")
     playbook("keel-naive", "deploy.yml", *BENCH_VARS)
-    on(
-        "keel-naive",
-        f"set -e; cd /srv/{APP}; rm -rf naive; runuser -u {APP} -- git clone -q {BARE} naive\n"
-        f"runuser -u {APP} -- python3 -m venv naive/.venv\n"
-        f"runuser -u {APP} -- naive/.venv/bin/pip install -q -r naive/app/requirements.txt\n"
-        f'echo \'{{"release": "naive", "sha": "naive"}}\' > naive/release.json\n'
-        f"set -a; . shared/env; set +a\n"
-        f"runuser -u {APP} --preserve-environment -- naive/.venv/bin/python naive/app/manage.py"
-        " collectstatic -v0 --noinput\n"
-        f"ln -sfn naive current\n"
-        f"systemctl disable --now {APP}-gunicorn.socket {APP}-gunicorn.service\n"
-        f"cat > /etc/systemd/system/naive-gunicorn.service <<'UNIT'\n{NAIVE_UNIT}UNIT\n"
-        f"systemctl daemon-reload; systemctl enable --now naive-gunicorn; sleep 2\n"
-        f"systemctl restart {APP}-celery-worker {APP}-celery-beat",
-    )
+    naive_setup("keel-naive")
     naive_paths = ["/version", "/healthz", "/readyz", static_path("keel-naive")]
     times, failed, sent, kinds = [], [], [], {}
     for number in range(RUNS):

@@ -67,6 +67,9 @@ class Site:
     def gunicorn_master(self):
         return self.run(f"systemctl show --property=MainPID --value {APP}-gunicorn.service")
 
+    def gunicorn_restarts(self):
+        return self.run(f"systemctl show --property=NRestarts --value {APP}-gunicorn.service")
+
     def releases(self):
         return sorted(self.run(f"ls -1 {ROOT}/releases").split())
 
@@ -187,6 +190,20 @@ def test_deploy_with_changed_requirements_runs_a_new_interpreter(site):
     worker = site.run(f"pgrep -u {APP} -f 'gunicorn' | tail -n 1")
     assert f"venvs/{live['requirements_hash']}/" in site.run(f"grep -m1 site-packages /proc/{worker}/maps || true")
     assert load.releases[-1] == live["release"]
+
+
+def test_gunicorn_reloads_after_the_release_it_started_in_is_pruned(site):
+    """The last restart (new requirements) started gunicorn in a release that code-only deploys then prune:
+    its reloads must go on in the same master, with no restart by systemd."""
+    master, restarts = site.gunicorn_master(), site.gunicorn_restarts()
+    started_in = site.live()["release"]
+    for number in range(3):
+        site.commit(
+            f"Change {number}", f"echo '<!-- pruned {number} -->' >> app/guestbook/templates/guestbook/home.html"
+        )
+        assert_succeeded(site.playbook("deploy.yml", "deploy_keep_releases=2"))
+    assert started_in not in site.releases()
+    assert (site.gunicorn_master(), site.gunicorn_restarts()) == (master, restarts)
 
 
 def test_rollback_drops_no_request(site):
