@@ -71,7 +71,7 @@ check_collections() {
 syntax_check_playbooks() {
   local playbook env rc=0
   for playbook in provision deploy rollback backup restore status; do
-    for env in local prod staging; do
+    for env in local prod staging multihost; do
       echo "--- $playbook.yml -i inventories/$env"
       ansible-playbook --syntax-check "$playbook.yml" -i "inventories/$env" || rc=1
     done
@@ -83,7 +83,7 @@ syntax_check_playbooks() {
 # file in an inventory folder would otherwise become a host of its own.
 check_inventories() {
   local env stray rc=0
-  for env in local prod staging; do
+  for env in local prod staging multihost; do
     stray=$(comm -23 <(ansible-inventory -i "inventories/$env" --list 2>/dev/null \
         | python3 -c 'import json,sys; d=json.load(sys.stdin); print("\n".join(sorted(d["_meta"]["hostvars"])))') \
       <(ansible-inventory -i "inventories/$env" --graph "$env" 2>/dev/null | sed -n 's/^.*--\([^@].*\)$/\1/p' | sort -u))
