@@ -1,5 +1,5 @@
 """keel_release (the deploy role's release folder module) on a temporary app folder, with real git and tar:
-the lock, creating a release from a commit or an archive, listing, the switch and pruning."""
+the lock, creating a release from a commit or a shipped archive, listing, the switch and pruning."""
 
 import base64
 import io
@@ -100,18 +100,6 @@ def test_an_unknown_commit_leaves_nothing(layout, repo):
     assert os.listdir(layout.releases_dir) == []
 
 
-def test_a_release_is_created_from_a_shipped_archive_which_is_then_removed(layout, tmp_path):
-    source = tmp_path / "src" / "app"
-    source.mkdir(parents=True)
-    (source / "manage.py").write_text("")
-    archive = os.path.join(layout.releases_dir, f".{release_id(1)}.tar.gz")
-    with tarfile.open(archive, "w:gz") as stream:
-        stream.add(source, arcname="app")
-    keel_release.create(layout, release_id(1), "archive", "app", archive=archive)
-    assert os.path.isfile(os.path.join(layout.release(release_id(1)), "app", "manage.py"))
-    assert not os.path.exists(archive)
-
-
 def test_a_release_is_created_from_an_archive_given_inline(layout, tmp_path):
     source = tmp_path / "src" / "app"
     source.mkdir(parents=True)
@@ -130,22 +118,11 @@ def test_a_release_is_created_from_an_archive_given_inline(layout, tmp_path):
     assert layout.releases() == [release_id(1)]
 
 
-def test_a_damaged_archive_leaves_nothing(layout):
-    archive = os.path.join(layout.releases_dir, f".{release_id(1)}.tar.gz")
-    with open(archive, "wb") as stream:
-        stream.write(b"not gzip")
-    with pytest.raises(ReleaseError, match="cannot be unpacked"):
-        keel_release.create(layout, release_id(1), "archive", "app", archive=archive)
-    assert os.listdir(layout.releases_dir) == []
-
-
 def test_create_refuses_what_it_cannot_use(layout):
     with pytest.raises(ReleaseError, match="is not a release id"):
         keel_release.create(layout, "../escape", "git", repo_cache="/x", sha="abc")
     with pytest.raises(ReleaseError, match="needs repo_cache and sha"):
         keel_release.create(layout, release_id(1), "git")
-    with pytest.raises(ReleaseError, match=r"the archive /nowhere\.tar\.gz is missing"):
-        keel_release.create(layout, release_id(1), "archive", archive="/nowhere.tar.gz")
 
 
 def test_the_listing_names_the_live_release_the_previous_one_and_the_complete_ones(layout):
@@ -221,7 +198,7 @@ def test_prune_needs_room_for_the_live_release_and_the_one_before_it(layout):
 def test_run_dispatches_each_action_and_reports_the_live_release(layout, repo):
     cache, sha = repo
     params = {"root": layout.root, "owner": "ops", "break_lock": False, "release": release_id(1, sha[:7]),
-              "source": "git", "repo_cache": cache, "sha": sha, "archive": None, "django_dir": "app",
+              "source": "git", "repo_cache": cache, "sha": sha, "django_dir": "app",
               "keep": 5, "shared_links": [], "archive_content": ""}  # fmt: skip
     assert keel_release.run(dict(params, action="lock"))["changed"]
     assert keel_release.run(dict(params, action="create"))["changed"]

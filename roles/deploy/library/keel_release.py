@@ -18,8 +18,8 @@ description:
     released before the module fails.
   - C(lock) takes the lock, or fails naming its owner. C(break_lock) removes a lock that a killed run left first.
     C(unlock) releases it.
-  - C(create) makes releases/<release> from a commit of the git cache (source=git), from a tar.gz archive
-    (source=archive; the archive is removed afterwards) or from one given in archive_content (source=inline).
+  - C(create) makes releases/<release> from a commit of the git cache (source=git) or from a tar.gz archive
+    given in archive_content (source=inline, the controller's packed commit).
     It checks that manage.py is in django_dir, then links each of shared_links into shared/: a path the release
     ships seeds its shared copy the first time, then the release's own copy goes. A failed creation leaves
     nothing behind.
@@ -43,14 +43,13 @@ options:
   break_lock: {description: "Remove a lock that is there before taking it.", type: bool, default: false}
   release: {description: "The release id, for create and switch.", type: str, default: ""}
   source:
-    description: Where create takes the code from; inline, archive_content.
+    description: Where create takes the code from; inline, from archive_content.
     type: str
-    choices: [git, archive, inline]
+    choices: [git, inline]
     default: git
   archive_content: {description: "For source=inline, a tar.gz archive, base64-encoded.", type: str, default: ""}
   repo_cache: {description: "The bare git cache, for source=git.", type: path}
   sha: {description: "The commit, for source=git.", type: str, default: ""}
-  archive: {description: "The tar.gz archive, for source=archive.", type: path}
   django_dir: {description: "manage.py's folder in the release.", type: str, default: "."}
   keep: {description: "Releases prune keeps (at least 2).", type: int, default: 5}
   env_file: {description: "For start: the app's env file, which must exist.", type: str, default: ""}
@@ -237,14 +236,10 @@ def release_lock(layout):
     return {"changed": existed}
 
 
-def create(
-    layout, release_id, source, django_dir=".", repo_cache=None, sha="", archive=None, shared_links=(), content=""
-):
+def create(layout, release_id, source, django_dir=".", repo_cache=None, sha="", shared_links=(), content=""):
     path = layout.release(release_id)
     if source == "git" and not (repo_cache and sha):
         raise ReleaseError("source=git needs repo_cache and sha")
-    if source == "archive" and not (archive and os.path.isfile(archive)):
-        raise ReleaseError(f"the archive {archive} is missing")
     if source == "inline":
         try:
             packed = base64.b64decode(content, validate=True)
@@ -254,20 +249,14 @@ def create(
     try:
         if source == "git":
             extract_commit(repo_cache, sha, path)
-        elif source == "inline":
-            extract_archive("-", path, packed)
         else:
-            extract_archive(archive, path)
+            extract_inline(packed, path)
         if not os.path.isfile(os.path.join(path, django_dir, "manage.py")):
             raise ReleaseError(f"commit {sha[:12] or release_id} has no manage.py in {django_dir} (app_django_dir)")
         link_shared(path, shared_links)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise
-    finally:
-        if archive and source == "archive":
-            with contextlib.suppress(OSError):
-                os.unlink(archive)
     return {"changed": True, "release": release_id}
 
 
@@ -307,12 +296,11 @@ def extract_commit(repo_cache, sha, path):
         raise ReleaseError(f"unpacking commit {sha[:12]} failed: {tar.stderr.strip()}")
 
 
-def extract_archive(archive, path, packed=None):
-    """A tar.gz file, or (archive "-") the packed bytes given."""
-    tar = subprocess.run(["tar", "-xzf", archive, "-C", path], input=packed, capture_output=True, check=False)
+def extract_inline(packed, path):
+    """The packed tar.gz bytes, unpacked by tar into path."""
+    tar = subprocess.run(["tar", "-xzf", "-", "-C", path], input=packed, capture_output=True, check=False)
     if tar.returncode != 0:
-        what = "the shipped archive" if archive == "-" else f"the archive {archive}"
-        raise ReleaseError(f"{what} cannot be unpacked: {tar.stderr.decode(errors='replace').strip()}")
+        raise ReleaseError(f"the shipped archive cannot be unpacked: {tar.stderr.decode(errors='replace').strip()}")
 
 
 def switch(layout, release_id):
@@ -462,8 +450,7 @@ def run(params, check_mode=False):
         result = release_lock(layout)
     elif action == "create":
         result = create(layout, params["release"], params["source"], params["django_dir"], params["repo_cache"],
-                        params["sha"], params["archive"], params["shared_links"],
-                        params["archive_content"])  # fmt: skip
+                        params["sha"], params["shared_links"], params["archive_content"])  # fmt: skip
     elif action == "switch":
         result = switch(layout, params["release"])
     elif action == "go_live":
@@ -488,11 +475,10 @@ def main():
         "owner": {"type": "str", "default": ""},
         "break_lock": {"type": "bool", "default": False},
         "release": {"type": "str", "default": ""},
-        "source": {"type": "str", "choices": ["git", "archive", "inline"], "default": "git"},
+        "source": {"type": "str", "choices": ["git", "inline"], "default": "git"},
         "archive_content": {"type": "str", "default": "", "no_log": True},
         "repo_cache": {"type": "path"},
         "sha": {"type": "str", "default": ""},
-        "archive": {"type": "path"},
         "django_dir": {"type": "str", "default": "."},
         "keep": {"type": "int", "default": 5},
         "env_file": {"type": "str", "default": ""},
