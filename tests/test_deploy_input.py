@@ -38,6 +38,10 @@ CASES = [
     pytest.param("deploy.yml", ["app_media_link=/var/media"], "not /var/media", id="absolute-media-link"),
     pytest.param("deploy.yml", ["app_dependencies=poetry"], "app_dependencies", id="unknown-dependency-tool"),
     pytest.param(
+        "deploy.yml", ["deploy_web_batch_size=-1"], "0 (every host at once) or more, not '-1'", id="negative-batch"
+    ),
+    pytest.param("deploy.yml", ["deploy_web_batch_size=half"], "not 'half'", id="batch-not-a-number"),
+    pytest.param(
         "deploy.yml", ['{"deploy_hooks": {"biuld_after": ["hooks/x.yml"]}}'], "biuld_after", id="misspelt-hook"
     ),
     pytest.param(

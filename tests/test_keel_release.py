@@ -138,6 +138,22 @@ def test_the_listing_names_the_live_release_the_previous_one_and_the_complete_on
     assert (state["live"], state["previous"]) == (second, first)
 
 
+def test_the_previous_release_is_the_one_live_before_not_one_rolled_back_from(layout):
+    good, bad = make_release(layout, 1), make_release(layout, 2)
+    keel_release.switch(layout, good)  # bad was deployed, then rolled back from
+    fixed = make_release(layout, 3)
+    with open(os.path.join(layout.release(fixed), "release.json"), "w") as stream:
+        json.dump({"release": fixed, "previous": good}, stream)  # what the build writes: the live one then
+    keel_release.switch(layout, fixed)
+    assert keel_release.run({"action": "list", "root": layout.root})["previous"] == good
+    # prune spares it, though it is the oldest and only the newest 2 are kept.
+    keel_release.prune(layout, keep=2)
+    assert layout.releases() == [good, bad, fixed]
+    # Once it is gone, the previous release is the newest older one.
+    os.rename(layout.release(good), os.path.join(layout.root, "gone"))
+    assert layout.state()["previous"] == bad
+
+
 def test_switching_to_a_missing_or_incomplete_release_is_refused_and_changes_nothing(layout):
     live = make_release(layout, 1)
     incomplete = make_release(layout, 2, venv="venv-b", complete=False)

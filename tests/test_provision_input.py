@@ -37,10 +37,10 @@ def write_inventory(folder: Path, variables: dict, beat_hosts=(HOST,)) -> Path:
     return folder
 
 
-def provision(inventory: Path) -> subprocess.CompletedProcess:
+def provision(inventory: Path, *options: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0"}
     return subprocess.run(
-        ["ansible-playbook", "provision.yml", "-i", str(inventory)],
+        ["ansible-playbook", "provision.yml", "-i", str(inventory), *options],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
@@ -98,6 +98,22 @@ def test_bad_input_is_refused_before_any_host_changes(tmp_path, variables, beat_
     assert run.returncode != 0
     assert message in output, output[-3000:]
     assert FIRST_CHANGING_PLAY not in output, "a play that changes hosts started"
+
+
+@pytest.mark.parametrize(
+    ("db_vars", "refused"), [({}, True), ({"keel_private_address": "10.0.0.5"}, False)], ids=["unknown", "in-inventory"]
+)
+def test_a_limit_that_leaves_out_a_host_whose_address_is_unknown_is_refused(tmp_path, db_vars, refused):
+    inventory = write_inventory(tmp_path, GOOD_VARS)
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    hosts["test"]["children"]["db"] = {"hosts": {"keel-input-test-db": db_vars or None}}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    run = provision(inventory, "--limit", HOST)
+    output = " ".join((run.stdout + run.stderr).split())
+    message = "The private address of keel-input-test-db is unknown"
+    assert run.returncode != 0
+    assert (message in output) is refused, output[-3000:]
+    assert (FIRST_CHANGING_PLAY in output) is not refused, output[-3000:]
 
 
 @pytest.mark.parametrize(

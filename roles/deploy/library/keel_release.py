@@ -76,7 +76,12 @@ options:
 
 RETURN = r"""
 live: {description: "The live release, or an empty string.", type: str, returned: always}
-previous: {description: "The release before the live one (by id), or an empty string.", type: str, returned: always}
+previous:
+  description: >-
+    The release that was live before the live one (its release.json's previous), if it is still on the host; else
+    the newest older one; or an empty string.
+  type: str
+  returned: always
 releases: {description: "Every release, oldest first.", type: list, returned: list}
 complete: {description: "The releases that can go live, oldest first.", type: list, returned: list}
 removed: {description: "What prune removed.", type: list, returned: prune}
@@ -133,6 +138,18 @@ class Layout:
     def is_complete(self, release_id):
         return all(os.path.exists(os.path.join(self.release(release_id), marker)) for marker in COMPLETE_MARKERS)
 
+    def previous(self, releases, live):
+        """The release that was live before the live one (its release.json says), if it is still here; else the
+        newest older one. Not merely the newest older one: after a rollback from B to A and a deploy of C, the one
+        before C is A, and B was rolled back from."""
+        if not live:
+            return ""
+        recorded = read_live_release(self).get("previous") or ""
+        if recorded in releases and recorded != live:
+            return recorded
+        older = [release for release in releases if release < live]
+        return older[-1] if older else ""
+
     def live(self):
         try:
             return os.path.basename(os.readlink(self.current))
@@ -141,10 +158,9 @@ class Layout:
 
     def state(self):
         releases, live = self.releases(), self.live()
-        older = [release for release in releases if release < live]
         return {
             "live": live,
-            "previous": older[-1] if older else "",
+            "previous": self.previous(releases, live),
             "releases": releases,
             "complete": [release for release in releases if self.is_complete(release)],
         }
@@ -357,6 +373,9 @@ def systemctl(*args):
 
 
 def restart(units, release_id):
+    # A unit that crash-looped on a broken release has hit its start limit, and systemd refuses to start it
+    # until that is reset: the very case of a switch back.
+    systemctl("reset-failed", *units)
     ok, answer = systemctl("restart", *units)
     if not ok:
         raise ReleaseError(

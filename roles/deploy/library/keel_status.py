@@ -10,7 +10,10 @@ description:
     (curl). readyz_path must answer 200; an app that does not route it (404) is asked check_path instead, which
     must answer 2xx or 3xx.
 options:
-  app_root: {description: "The app's folder (releases/, current).", type: path, required: true}
+  app_root:
+    description: "The app's folder (releases/, current); empty on hosts that run no app (db, cache, lb)."
+    type: str
+    default: ""
   units:
     description: Units that must be active; a name may be a glob (postgresql@*-main.service).
     type: list
@@ -212,7 +215,7 @@ def memory_lines(report, min_percent):
 def status(params, now=None):
     now = now or datetime.datetime.now(datetime.UTC)
     report = Report()
-    live = release_lines(report, params["app_root"])
+    live = release_lines(report, params["app_root"]) if params["app_root"] else {}
     unit_lines(report, params["units"])
     if params["site_host"]:
         site_lines(report, params)
@@ -225,7 +228,7 @@ def status(params, now=None):
 
 def main():
     spec = {
-        "app_root": {"type": "path", "required": True},
+        "app_root": {"type": "str", "default": ""},
         "units": {"type": "list", "elements": "str", "default": []},
         "site_host": {"type": "str", "default": ""},
         "tls_certificate": {"type": "str", "default": ""},
