@@ -5,6 +5,8 @@ Each test runs once for the whole cluster (no testinfra `host` fixture): it reac
 Load goes through the lb's nginx, over HTTPS, to the scenario's own containers only.
 """
 
+import collections
+import datetime
 import json
 import os
 import re
@@ -130,10 +132,26 @@ def lb_upstream():
             if "# keel web host:" in line]  # fmt: skip
 
 
-def test_a_rolling_deploy_under_load_drains_each_web_host_and_drops_no_request():
+def requests_from_the_lb_by_second(web):
+    """How many requests the lb passed to this web host's nginx, per second (epoch), from its access log: those
+    not from the host itself (the gate's), since UFW admits the lb's alone."""
+    seconds = collections.Counter()
+    for line in on(web).check_output("cat /var/log/nginx/access.log").splitlines():
+        if line.split(" ", 1)[0] not in ("127.0.0.1", "::1"):
+            stamp = line.split("[", 1)[1].split("]", 1)[0]
+            seconds[int(datetime.datetime.strptime(stamp, "%d/%b/%Y:%H:%M:%S %z").timestamp())] += 1
+    return seconds
+
+
+def test_a_rolling_deploy_under_load_drains_each_web_host_and_drops_no_request(tmp_path):
     before = live(WEBS[0])
     sha = commit("Change a page", "<!-- multihost change -->")
-    result, load = under_load("deploy.yml", "deploy_web_batch_size=1")
+    # A gate_before hook holds each web host 3 s after its switch, still drained: a window to look into.
+    hold = tmp_path / "hold.yml"
+    hold.write_text("- name: Hold the web host, drained, for 3 s\n  ansible.builtin.command: sleep 3\n"
+                    "  changed_when: false\n  when: inventory_hostname in groups['web']\n")  # fmt: skip
+    hooks = json.dumps({"deploy_hooks": {"gate_before": [str(hold)]}})
+    result, load = under_load("deploy.yml", "deploy_web_batch_size=1", hooks)
     assert_ok(result)
     assert load.failed == 0 and load.sent >= MIN_REQUESTS, load.summary()
     releases = {name: live(name) for name in APP_HOSTS}
@@ -145,6 +163,12 @@ def test_a_rolling_deploy_under_load_drains_each_web_host_and_drops_no_request()
         assert f"down {web}" in result.stdout and f"up {web}" in result.stdout
     assert [switched_at_ns(name) for name in APP_HOSTS] == sorted(switched_at_ns(name) for name in APP_HOSTS)
     assert len(lb_upstream()) == len(WEBS) and not any(" down;" in line for line in lb_upstream())
+    # While each web host was out, the lb sent it nothing, and sent the other one the load.
+    for web, other in (WEBS, WEBS[::-1]):
+        switched = switched_at_ns(web) // 1_000_000_000
+        held = [switched + 1, switched + 2]  # whole seconds inside the 3 s hold after the switch
+        assert [requests_from_the_lb_by_second(web)[second] for second in held] == [0, 0]
+        assert all(requests_from_the_lb_by_second(other)[second] > 0 for second in held)
 
 
 def test_a_web_host_that_fails_its_gate_mid_roll_is_switched_back_while_the_others_serve():
