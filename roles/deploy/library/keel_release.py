@@ -373,8 +373,8 @@ def systemctl(*args):
 
 
 def restart(units, release_id):
-    # A unit that crash-looped on a broken release has hit its start limit, and systemd refuses to start it
-    # until that is reset: the very case of a switch back.
+    # A unit that crash-looped on a broken release may have hit its start limit, and systemd then refuses to
+    # start it until that is reset: the very case of a switch back.
     systemctl("reset-failed", *units)
     ok, answer = systemctl("restart", *units)
     if not ok:
