@@ -84,15 +84,19 @@ def assert_ok(result):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
+def healthz_from_the_lb(web):
+    """The HTTP status of the web host's /healthz, asked by the lb over the private network as it passes requests."""
+    return on(LB).check_output(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: {DOMAIN}' "
+                               f"-H 'X-Forwarded-Proto: https' http://{address(web)}/healthz")  # fmt: skip
+
+
 def test_the_site_answers_through_the_load_balancer_from_both_web_hosts():
     lb = on(LB)
     answer = lb.check_output(f"curl -sk --resolve {DOMAIN}:443:127.0.0.1 https://{DOMAIN}/version")
     assert json.loads(answer)["release"] == live(WEBS[0])["release"]
     # Each web host's nginx answers the lb over the private network, with the same release.
     for web in WEBS:
-        status = lb.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: {DOMAIN}' "
-                                 f"-H 'X-Forwarded-Proto: https' http://{address(web)}/healthz")  # fmt: skip
-        assert status == "200", web
+        assert healthz_from_the_lb(web) == "200", web
         assert live(web)["release"] == live(WEBS[0])["release"]
     # The lb serves no static file of its own: they come from the web hosts, through it.
     assert not lb.file(f"{ROOT}").exists
@@ -161,14 +165,17 @@ def test_a_rolling_deploy_under_load_drains_each_web_host_and_drops_no_request(t
     # One web host at a time left the load balancer and came back; then the worker (with beat) switched.
     for web in WEBS:
         assert f"down {web}" in result.stdout and f"up {web}" in result.stdout
-    assert [switched_at_ns(name) for name in APP_HOSTS] == sorted(switched_at_ns(name) for name in APP_HOSTS)
-    assert len(lb_upstream()) == len(WEBS) and not any(" down;" in line for line in lb_upstream())
+    switched = {name: switched_at_ns(name) for name in APP_HOSTS}  # in the hosts' order
+    assert list(switched.values()) == sorted(switched.values())
+    upstream = lb_upstream()
+    assert len(upstream) == len(WEBS) and not any(" down;" in line for line in upstream)
     # While each web host was out, the lb sent it nothing, and sent the other one the load.
+    passed = {web: requests_from_the_lb_by_second(web) for web in WEBS}
     for web, other in (WEBS, WEBS[::-1]):
-        switched = switched_at_ns(web) // 1_000_000_000
-        held = [switched + 1, switched + 2]  # whole seconds inside the 3 s hold after the switch
-        assert [requests_from_the_lb_by_second(web)[second] for second in held] == [0, 0]
-        assert all(requests_from_the_lb_by_second(other)[second] > 0 for second in held)
+        second = switched[web] // 1_000_000_000
+        held = [second + 1, second + 2]  # whole seconds inside the 3 s hold after the switch
+        assert [passed[web][at] for at in held] == [0, 0]
+        assert all(passed[other][at] > 0 for at in held)
 
 
 def test_a_web_host_that_fails_its_gate_mid_roll_is_switched_back_while_the_others_serve():
@@ -193,9 +200,7 @@ def test_a_web_host_that_fails_its_gate_mid_roll_is_switched_back_while_the_othe
     # web2 is back in the load balancer, on the release that was live, and serves.
     assert not any(" down;" in line for line in lb_upstream())
     assert on(WEBS[1]).service(f"{APP}-gunicorn.service").is_running
-    status = on(LB).check_output(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: {DOMAIN}' "
-                                 f"-H 'X-Forwarded-Proto: https' http://{address(WEBS[1])}/healthz")  # fmt: skip
-    assert status == "200"
+    assert healthz_from_the_lb(WEBS[1]) == "200"
 
 
 def test_a_rollback_puts_every_host_back_without_a_failed_request():
